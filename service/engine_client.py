@@ -1,0 +1,130 @@
+"""HTTP calls from the gateway to the vLLM engine, with engine failures mapped to 503/504.
+
+An engine that died mid-request resets its connections, so callers fail fast with 503
+and a Retry-After instead of hanging.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from service.errors import APIError
+
+
+class EngineClient:
+    def __init__(self, base_url: str, timeout_s: float = 600.0, max_connections: int = 512) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_s, connect=5.0),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @staticmethod
+    def _unavailable(exc: Exception) -> APIError:
+        if isinstance(exc, httpx.TimeoutException):
+            return APIError(504, "the engine did not answer in time; retry with a smaller max_tokens or later",
+                            code="engine_timeout")
+        return APIError(503, "the engine is unavailable (starting or restarting); retry shortly",
+                        code="engine_unavailable", headers={"Retry-After": "2"})
+
+    @staticmethod
+    def _engine_error(response: httpx.Response) -> APIError:
+        try:
+            body = response.json()
+            message = body.get("error", {}).get("message") or body.get("message") or response.text
+        except (json.JSONDecodeError, AttributeError):
+            message = response.text
+        status = response.status_code
+        if status >= 500:
+            return APIError(503, f"the engine failed: {str(message)[:300]}", code="engine_error",
+                            headers={"Retry-After": "2"})
+        return APIError(status, str(message)[:1000], code="engine_rejected")
+
+    async def post(self, path: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        try:
+            r = await self._http.post(path, json=body, timeout=timeout or httpx.USE_CLIENT_DEFAULT)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from exc
+        if r.status_code != 200:
+            raise self._engine_error(r)
+        return r.json()
+
+    async def get(self, path: str, timeout: float = 5.0) -> httpx.Response:
+        try:
+            return await self._http.get(path, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def stream(self, path: str, body: dict[str, Any]) -> tuple[httpx.Response, AsyncIterator[bytes]]:
+        """Open a streaming request; errors before the first byte raise APIError (a real status)."""
+        request = self._http.build_request("POST", path, json=body)
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from exc
+        if response.status_code != 200:
+            await response.aread()
+            await response.aclose()
+            raise self._engine_error(response)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.aiter_raw():
+                    yield chunk
+            except httpx.HTTPError as exc:
+                raise EngineClient._unavailable(exc) from exc
+            finally:
+                await response.aclose()  # closing the connection makes vLLM abort the request
+
+        return response, chunks()
+
+    async def stream_events(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Parsed `data:` events of an SSE stream (without the final [DONE])."""
+        _, chunks = await self.stream(path, body)
+        buffer = b""
+        async for chunk in chunks:
+            buffer += chunk
+            while b"\n\n" in buffer:
+                event, buffer = buffer.split(b"\n\n", 1)
+                for line in event.splitlines():
+                    if line.startswith(b"data:"):
+                        data = line[5:].strip()
+                        if data and data != b"[DONE]":
+                            yield json.loads(data)
+
+    async def healthy(self) -> bool:
+        try:
+            r = await self._http.get("/health", timeout=2.0)
+            return r.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def lora_names(self) -> set[str]:
+        r = await self.get("/v1/models")
+        if r.status_code != 200:
+            raise self._engine_error(r)
+        return {m["id"] for m in r.json().get("data", []) if m.get("parent")}
+
+    async def load_lora(self, name: str, path: str) -> None:
+        try:
+            r = await self._http.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path}, timeout=300)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from exc
+        if r.status_code != 200 and "already been loaded" not in r.text:
+            raise self._engine_error(r)
+
+    async def unload_lora(self, name: str) -> None:
+        try:
+            r = await self._http.post("/v1/unload_lora_adapter", json={"lora_name": name}, timeout=60)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from exc
+        if r.status_code not in (200, 404) and "not found" not in r.text.lower():
+            raise self._engine_error(r)

@@ -1,0 +1,74 @@
+"""Pure-ASGI middleware: body size limit and per-request metrics (streaming-safe)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from service.errors import error_body
+
+
+class GatewayMiddleware:
+    def __init__(self, app, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            return await _reject(send, 413, f"request body is {int(length)} bytes; the limit is {self.max_body_bytes}")
+
+        received = 0
+        too_big = False
+
+        async def limited_receive():
+            nonlocal received, too_big
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    too_big = True
+                    raise _BodyTooLarge()
+            return message
+
+        status = 500
+        started = time.perf_counter()
+
+        async def tracking_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        scope.setdefault("state", {})
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            status = 413
+            await _reject(send, 413, f"request body is over the limit of {self.max_body_bytes} bytes")
+        finally:
+            app = scope.get("app")
+            gateway = getattr(getattr(app, "state", None), "gateway", None)
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            if gateway is not None and path not in ("/metrics", "/health/live", "/health/ready"):
+                adapter = scope["state"].get("adapter", "-")
+                m = gateway.metrics
+                m.requests.labels(route=path, adapter=adapter, status=str(status)).inc()
+                m.latency.labels(route=path, adapter=adapter).observe(time.perf_counter() - started)
+                if status >= 400:
+                    m.errors.labels(route=path, status=str(status)).inc()
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _reject(send, status: int, message: str) -> None:
+    body = json.dumps(error_body(status, message, code="body_too_large")).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

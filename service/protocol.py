@@ -1,0 +1,256 @@
+"""Request and response models of the gateway's own routes (OpenAI-compatible ones pass through)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from instruct.tasks import DEFAULT_ENTITY_TYPES
+from service.errors import ErrorDetail
+
+MAX_TEXT = 100_000
+MAX_OPTIONS = 32
+CHEMPROT_LABELS = (
+    "ACTIVATOR", "AGONIST", "AGONIST-ACTIVATOR", "AGONIST-INHIBITOR", "ANTAGONIST", "DOWNREGULATOR",
+    "INDIRECT-DOWNREGULATOR", "INDIRECT-UPREGULATOR", "INHIBITOR", "PRODUCT-OF", "SUBSTRATE",
+    "SUBSTRATE_PRODUCT-OF", "UPREGULATOR",
+)
+
+AdapterSpec = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=80,
+        pattern=r"^(base|auto|[a-z0-9][a-z0-9._-]{0,62}(@[0-9]{1,9})?)$",
+    ),
+    Field(
+        description="An alias (qa), a pinned version (bioinstruct-qa@3), 'base', or 'auto' (the adapter "
+        "of the request's task family). Lower-case letters, digits, '.', '_', '-'.",
+        examples=["auto", "qa", "bioinstruct-qa@1", "base"],
+    ),
+]
+NonBlank = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
+Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40,
+                                         pattern=r"^[A-Za-z][A-Za-z0-9 _/-]*$")]
+
+
+def _not_blank(value: str | None, field: str) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError(f"{field} must not be empty or only whitespace")
+    return value
+
+
+def _no_control_chars(value: str) -> str:
+    bad = [c for c in value if ord(c) < 32 and c not in "\n\r\t"]
+    if bad:
+        raise ValueError("contains control characters (other than newline and tab); remove them")
+    return value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def add(self, other: dict[str, Any] | None) -> Usage:
+        if other:
+            self.prompt_tokens += int(other.get("prompt_tokens") or 0)
+            self.completion_tokens += int(other.get("completion_tokens") or 0)
+            self.total_tokens = self.prompt_tokens + self.completion_tokens
+        return self
+
+
+class Served(BaseModel):
+    """Which adapter version answered, and what it cost."""
+
+    adapter: str = Field(description="The alias or pinned version that served, or 'base'")
+    version: int | None = Field(None, description="The adapter version that served (None for base)")
+    model: str = Field(description="The engine model: 'base' or '<name>@<version>'")
+    usage: Usage
+    latency_ms: float
+
+
+# --- /qa ----------------------------------------------------------------------------------
+
+class QARequest(Strict):
+    question: NonBlank
+    context: str | list[Annotated[str, StringConstraints(max_length=MAX_TEXT)]] | None = Field(
+        None, description="A passage or a list of passages (e.g. abstract sections)")
+    options: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]] | None = Field(
+        None, description=f"2 to {MAX_OPTIONS} distinct options; the answer is always one of them")
+    method: Literal["logprob", "constrained", "generate"] | None = Field(
+        None, description="How an option is chosen: 'logprob' scores each option's likelihood (default), "
+        "'constrained' decodes under a choice grammar, 'generate' maps free text to the nearest option")
+    adapter: AdapterSpec | None = None
+    max_tokens: int | None = Field(None, ge=1, description="For free answers (no options)")
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+
+    @field_validator("question")
+    @classmethod
+    def _q(cls, v: str) -> str:
+        return _no_control_chars(_not_blank(v, "question"))  # type: ignore[arg-type]
+
+    @field_validator("options")
+    @classmethod
+    def _opts(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if len(v) < 2:
+            raise ValueError("give at least 2 options, or leave options out for a free answer")
+        if len(v) > MAX_OPTIONS:
+            raise ValueError(f"at most {MAX_OPTIONS} options are allowed, got {len(v)}")
+        if len({o.casefold() for o in v}) != len(v):
+            raise ValueError("options must be distinct")
+        return v
+
+    @property
+    def context_chars(self) -> int:
+        if self.context is None:
+            return 0
+        return len(self.context) if isinstance(self.context, str) else sum(map(len, self.context))
+
+
+class QAResponse(Served):
+    answer: str
+    answer_index: int | None = Field(None, description="Index of the answer in options")
+    method: str = Field(description="How the answer was chosen: logprob, constrained, generate:<match>, or free")
+    scores: dict[str, float] | None = Field(None, description="logprob method: log-likelihood of each option")
+    raw_text: str
+
+
+# --- /extract -----------------------------------------------------------------------------
+
+class ExtractRequest(Strict):
+    text: NonBlank
+    entity_types: list[Label] = Field(default_factory=lambda: list(DEFAULT_ENTITY_TYPES), min_length=1, max_length=16)
+    relations: bool = False
+    relation_types: list[Label] = Field(default_factory=lambda: list(CHEMPROT_LABELS), min_length=1, max_length=32)
+    adapter: AdapterSpec | None = None
+    max_tokens: int | None = Field(None, ge=1)
+
+    @field_validator("text")
+    @classmethod
+    def _t(cls, v: str) -> str:
+        return _no_control_chars(_not_blank(v, "text"))  # type: ignore[arg-type]
+
+
+class EntityOut(BaseModel):
+    text: str
+    type: str
+    start: int
+    end: int
+
+
+class RelationOut(BaseModel):
+    head: EntityOut
+    type: str
+    tail: EntityOut
+
+
+class ExtractResponse(Served):
+    entities: list[EntityOut]
+    relations: list[RelationOut] | None = None
+    dropped: int = Field(description="Model mentions not found in the text (or of another type), dropped")
+    raw_text: str
+
+
+# --- /generate ----------------------------------------------------------------------------
+
+class GenerateRequest(Strict):
+    instruction: NonBlank
+    input: str | None = Field(None, max_length=MAX_TEXT)
+    adapter: AdapterSpec | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] | None = Field(None, max_length=8)
+    stream: bool = False
+
+    @field_validator("instruction")
+    @classmethod
+    def _i(cls, v: str) -> str:
+        return _no_control_chars(_not_blank(v, "instruction"))  # type: ignore[arg-type]
+
+
+class GenerateResponse(Served):
+    text: str
+    finish_reason: str | None
+    family: str = Field(description="Task family used to pick the adapter (QA, IE, GEN)")
+
+
+# --- /compare -----------------------------------------------------------------------------
+
+class CompareRequest(Strict):
+    route: Literal["qa", "extract", "generate"]
+    request: dict[str, Any] = Field(description="A body for the route, without 'adapter'")
+    adapters: list[AdapterSpec] = Field(min_length=1, max_length=8)
+
+    @model_validator(mode="after")
+    def _check(self) -> CompareRequest:
+        if len(set(self.adapters)) != len(self.adapters):
+            raise ValueError("adapters must be distinct")
+        if self.request.get("stream"):
+            raise ValueError("streaming is not available in /compare")
+        return self
+
+
+class CompareResult(BaseModel):
+    adapter: str
+    status: int
+    response: dict[str, Any] | None = None
+    error: ErrorDetail | None = None
+
+
+class CompareResponse(BaseModel):
+    route: str
+    results: list[CompareResult]
+    latency_ms: float
+
+
+# --- admin --------------------------------------------------------------------------------
+
+class PublishRequest(Strict):
+    path: str = Field(description="A folder on the gateway's filesystem holding a peft LoRA (safetensors)")
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+    category: Literal["QA", "IE", "GEN", "OTHER", "ALL"]
+    description: str | None = Field(None, max_length=2000)
+    alias: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")] | None = None
+
+
+class AliasRequest(Strict):
+    target: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}@[0-9]{1,9}$")] = Field(
+        description="<name>@<version>")
+
+
+class AliasOut(BaseModel):
+    alias: str
+    target: str
+    serving: str | None
+    history: list[str]
+    error: str | None = None
+
+
+class AdapterVersionOut(BaseModel):
+    ref: str
+    loaded: bool
+    aliases: list[str]
+    manifest: dict[str, Any]
+
+
+class AdaptersOut(BaseModel):
+    versions: list[AdapterVersionOut]
+    aliases: list[AliasOut]
+    swaps: list[dict[str, Any]]

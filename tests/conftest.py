@@ -1,0 +1,106 @@
+"""Shared fixtures. One real vLLM engine serves the whole test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bioinstruct.settings import CoreSettings, apply_offline_env
+
+apply_offline_env()
+
+
+@pytest.fixture(scope="session")
+def core() -> CoreSettings:
+    return CoreSettings()
+
+
+@pytest.fixture(scope="session")
+def base_model_dir(core: CoreSettings) -> Path:
+    path = core.base_model_dir
+    if not (path / "config.json").is_file():
+        pytest.fail(f"base model missing at {path}: run `bioinstruct model fetch` (make test does)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer(base_model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base_model_dir)
+
+
+@pytest.fixture(scope="session")
+def data_dir(core: CoreSettings) -> Path:
+    assert core.data_dir is not None
+    if not core.data_dir.is_dir():
+        pytest.fail(f"data folder missing at {core.data_dir}: set BIOINSTRUCT_DATA_DIR")
+    return core.data_dir
+
+
+@pytest.fixture(scope="session")
+def engine(base_model_dir: Path, tmp_path_factory):
+    """The real vLLM engine on the embedded model, started once per session."""
+    from service.engine import EngineProcess, EngineSettings
+
+    settings = EngineSettings(log_dir=tmp_path_factory.mktemp("engine-logs"), max_model_len=4096)
+    proc = EngineProcess(base_model_dir, settings)
+    proc.start()
+    try:
+        proc.wait_healthy()
+    except Exception:
+        proc.stop()
+        raise
+    yield proc
+    proc.stop()
+
+
+def _make_lora(base_model_dir: Path, out: Path, seed: int, rank: int = 8, scale: float = 0.5) -> Path:
+    """A real peft LoRA folder with random, non-zero weights (so it changes the output)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+    config = LoraConfig(
+        r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.mul_(scale)
+    peft_model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def make_lora(base_model_dir: Path, tmp_path_factory):
+    """Factory: make_lora(seed, rank=8) -> folder of a real random LoRA adapter."""
+    cache: dict[tuple, Path] = {}
+
+    def factory(seed: int = 0, rank: int = 8, scale: float = 0.5) -> Path:
+        key = (seed, rank, scale)
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"lora-s{seed}-r{rank}")
+            cache[key] = _make_lora(base_model_dir, out, seed, rank, scale)
+        return cache[key]
+
+    return factory
+
+
+def pytest_collection_modifyitems(config, items):
+    # Soak tests run only with `make soak` (-m soak).
+    if "soak" in (config.getoption("-m") or ""):
+        return
+    keep = [i for i in items if "soak" not in i.keywords]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if "soak" in i.keywords])
+        items[:] = keep
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
