@@ -14,17 +14,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 model_app = typer.Typer(no_args_is_help=True, help="The base model (embedded SmolLM2 or a local folder).")
 app.add_typer(model_app, name="model")
 
-# (module, attribute, name): each package owns its own commands; missing ones are skipped
-# so that a partial checkout still has a working CLI.
-SUBCOMMANDS = [
-    ("service.cli", "register", None),
-    ("generation.cli", "app", "generate"),
-    ("generation.cli", "convert_app", "convert"),
-    ("training.cli", "register", None),
-    ("eval.cli", "app", "eval"),
-    ("eval.cli", "bench_app", "bench"),
-    ("bioinstruct.registry_cli", "app", "registry"),
-]
+# Each package owns its commands and adds them with register(app); a package that is
+# not there (yet) is skipped, so a partial checkout still has a working CLI.
+SUBCOMMAND_MODULES = ["service.cli", "generation.cli", "training.cli", "eval.cli", "bench.cli"]
 
 
 @model_app.command("fetch")
@@ -59,20 +51,14 @@ def _check_model(path):
 
 
 def _register_subcommands() -> None:
-    for module_name, attr, name in SUBCOMMANDS:
+    for module_name in SUBCOMMAND_MODULES:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name):
-                continue  # that package is not there (yet)
+                continue
             raise
-        target = getattr(module, attr, None)
-        if target is None:
-            continue
-        if name is None:
-            target(app)  # the package adds its own top-level commands
-        else:
-            app.add_typer(target, name=name)
+        module.register(app)
 
 
 def main() -> None:

@@ -104,3 +104,64 @@ def pytest_collection_modifyitems(config, items):
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class LiveService:
+    """The gateway running for real (uvicorn on a loopback port) in front of the session engine."""
+
+    def __init__(self, app, server, thread, base_url: str, registry: Path, publish_root: Path, admin_token: str):
+        self.app = app
+        self.server = server
+        self.thread = thread
+        self.base_url = base_url
+        self.registry = registry
+        self.publish_root = publish_root
+        self.admin_token = admin_token
+
+    @property
+    def gateway(self):
+        return self.app.state.gateway
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+
+@pytest.fixture(scope="session")
+def live_service(engine, tmp_path_factory, core):
+    """One gateway for the whole session, on the session engine, with its own empty registry."""
+    import threading
+    import time as _time
+
+    import httpx
+    import uvicorn
+
+    from service.app import create_app
+    from service.engine import free_port
+    from service.settings import ServiceSettings
+
+    registry = tmp_path_factory.mktemp("registry")
+    publish_root = tmp_path_factory.mktemp("publish")
+    admin_token = "test-admin-token"
+    settings = ServiceSettings(admin_token=admin_token, publish_root=publish_root, poll_interval_s=0.5,
+                               max_inflight=64, max_queue=512)
+    test_core = core.model_copy(update={"registry": str(registry)})
+    app = create_app(settings, core=test_core, engine_settings=engine.settings, engine_process=engine)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = _time.monotonic() + 300
+    while _time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/health/ready", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        _time.sleep(0.3)
+    else:
+        pytest.fail("gateway did not become ready")
+    yield LiveService(app, server, thread, base_url, registry, publish_root, admin_token)
+    server.should_exit = True
+    thread.join(timeout=30)
