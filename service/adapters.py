@@ -252,6 +252,9 @@ class AdapterManager:
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
+    async def retire(self, ref: str) -> None:
+        await self._retire(ref)
+
     async def _retire(self, ref: str) -> None:
         """Drain: wait for requests still on `ref`, then unload it unless it serves again."""
         deadline = time.monotonic() + self.drain_timeout_s

@@ -90,8 +90,7 @@ async def delete_version(name: str, version: int, gw: Gateway = Depends(get_admi
     if gw.adapters.inflight.get(ref):
         raise APIError(409, f"{ref} is serving requests right now; retry when they finish", code="conflict")
     await asyncio.to_thread(gw.registry.delete_version, name, version)
-    if ref in gw.adapters.loaded:
-        gw.adapters._retire_later(ref)
+    await gw.adapters.retire(ref)  # a deleted version is never served again, pinned or not
 
 
 async def _point(gw: Gateway, alias: str, target: str) -> AliasOut:

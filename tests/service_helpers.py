@@ -1,0 +1,61 @@
+"""Helpers for service tests: publish adapters into a live gateway's registry, run extra gateways."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from service.app import create_app
+from service.engine import free_port
+from service.settings import ServiceSettings
+
+
+def publish(live, folder: Path, name: str, category: str = "QA", alias: str | None = None) -> dict:
+    """Copy a LoRA folder under the publish root and publish it through the admin API."""
+    dest = live.publish_root / f"{name}-{folder.name}-{time.monotonic_ns()}"
+    shutil.copytree(folder, dest)
+    body = {"path": dest.name, "name": name, "category": category}
+    if alias:
+        body["alias"] = alias
+    r = httpx.post(f"{live.base_url}/admin/adapters", json=body, headers=live.admin_headers, timeout=120)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def set_alias(live, alias: str, target: str) -> httpx.Response:
+    return httpx.put(f"{live.base_url}/admin/aliases/{alias}", json={"target": target},
+                     headers=live.admin_headers, timeout=120)
+
+
+class ExtraGateway:
+    """A second gateway (other settings) in front of the same session engine."""
+
+    def __init__(self, engine, core, registry: Path, **settings) -> None:
+        self.settings = ServiceSettings(**settings)
+        self.app = create_app(self.settings, core=core.model_copy(update={"registry": str(registry)}),
+                              engine_settings=engine.settings, engine_process=engine)
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ExtraGateway:
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base_url}/health/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("extra gateway not ready")
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
