@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 
 import typer
 
@@ -42,6 +43,10 @@ def register(app: typer.Typer) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         typer.echo(f"BioInstruct gateway on http://{settings.host}:{settings.port} "
                    f"(base model {core.base_model_dir}; engine starting, see /health/ready)")
+        # uvicorn drains and shuts down on SIGINT/SIGTERM, then re-raises the signal to the
+        # handler that was there before it: make that one a clean exit (status 0).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: sys.exit(0))
         uvicorn.run(create_app(settings, core=core), host=settings.host, port=settings.port,
                     log_level=log_level, timeout_graceful_shutdown=30)
 

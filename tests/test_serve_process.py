@@ -1,0 +1,97 @@
+"""`bioinstruct serve` (what `make serve` runs): ready on its port, clean stop, no orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.engine import free_port
+
+pytestmark = pytest.mark.engine
+
+
+def _descendants(pid: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        children = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= children
+        frontier = children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except OSError:
+        return False
+
+
+def _start(tmp_path: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "BIOINSTRUCT_REGISTRY": str(tmp_path / "registry"),
+           "BIOINSTRUCT_ENGINE_LOG_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "bioinstruct.cli", "serve", "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 420
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise AssertionError("serve did not become ready")
+
+
+def _wait_gone(pids: set[int], timeout: float) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = {p for p in pids if _alive(p)}
+        if not alive:
+            return set()
+        time.sleep(0.2)
+    return {p for p in pids if _alive(p)}
+
+
+def test_serve_answers_then_stops_cleanly_on_sigterm(tmp_path):
+    proc, url = _start(tmp_path)
+    try:
+        assert httpx.get(f"{url}/health/live").status_code == 200
+        r = httpx.post(f"{url}/generate", json={"instruction": "Name one vitamin.", "max_tokens": 4}, timeout=60)
+        assert r.status_code == 200
+        children = _descendants(proc.pid)
+        assert children, "the engine runs as a child of the gateway"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0
+        assert _wait_gone(children, 30) == set(), "orphaned engine processes"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_engine_does_not_outlive_a_killed_gateway(tmp_path):
+    proc, _ = _start(tmp_path)
+    children = _descendants(proc.pid)
+    assert children
+    proc.kill()  # no chance to clean up: the engine must still go (parent-death signal)
+    proc.wait(timeout=10)
+    assert _wait_gone(children, 60) == set(), "engine survived its gateway"
