@@ -80,3 +80,35 @@ def relation_output(relations: Sequence[tuple[str, str, str]]) -> str:
     if not relations:
         return NONE_ANSWER
     return "\n".join(f"{h} | {r} | {t}" for h, r, t in relations)
+
+
+# ChemProt's 13 relation labels (sentence level, no negative class), as the service and
+# the converters use them.
+CHEMPROT_LABELS = (
+    "ACTIVATOR", "AGONIST", "AGONIST-ACTIVATOR", "AGONIST-INHIBITOR", "ANTAGONIST", "DOWNREGULATOR",
+    "INDIRECT-DOWNREGULATOR", "INDIRECT-UPREGULATOR", "INHIBITOR", "PRODUCT-OF", "SUBSTRATE",
+    "SUBSTRATE_PRODUCT-OF", "UPREGULATOR",
+)
+# The question for one marked pair. ChemProt's markers do not say which entity is the
+# chemical (the first one in the sentence is marked first), so the question names both.
+PAIR_RELATION_QUESTIONS = [
+    "What is the relation between {first} and {second} in the sentence?",
+    "Which chemical-protein relation does the sentence state between {first} and {second}?",
+    "According to the sentence, how are {first} and {second} related?",
+]
+
+QUESTION_SUMMARY_INSTRUCTIONS = [
+    "Summarize the consumer health question into one short question.",
+    "Rewrite the patient's message as a single short question that keeps only the medical question.",
+    "Condense this consumer health question into one brief question that a clinician could answer.",
+]
+
+
+def pair_relation_question(first: str, second: str, variant: int = 0) -> str:
+    template = PAIR_RELATION_QUESTIONS[variant % len(PAIR_RELATION_QUESTIONS)]
+    return template.format(first=first.strip(), second=second.strip())
+
+
+def question_summary_task(text: str, variant: int = 0) -> tuple[str, str]:
+    """(instruction, input) for summarizing a consumer health question (MeQSum, MEDIQA-QS)."""
+    return QUESTION_SUMMARY_INSTRUCTIONS[variant % len(QUESTION_SUMMARY_INSTRUCTIONS)], text.strip()

@@ -13,16 +13,11 @@ from pydantic import (
     model_validator,
 )
 
-from instruct.tasks import DEFAULT_ENTITY_TYPES
+from instruct.tasks import CHEMPROT_LABELS, DEFAULT_ENTITY_TYPES
 from service.errors import ErrorDetail
 
 MAX_TEXT = 100_000
 MAX_OPTIONS = 32
-CHEMPROT_LABELS = (
-    "ACTIVATOR", "AGONIST", "AGONIST-ACTIVATOR", "AGONIST-INHIBITOR", "ANTAGONIST", "DOWNREGULATOR",
-    "INDIRECT-DOWNREGULATOR", "INDIRECT-UPREGULATOR", "INHIBITOR", "PRODUCT-OF", "SUBSTRATE",
-    "SUBSTRATE_PRODUCT-OF", "UPREGULATOR",
-)
 
 AdapterSpec = Annotated[
     str,
@@ -57,7 +52,8 @@ def _no_control_chars(value: str) -> str:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No coercion ("5" -> 5, 0 -> False): a request that does not match the schema is refused.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Usage(BaseModel):

@@ -1,0 +1,1 @@
+"""Instruction data: the Self-Instruct loop, dataset converters, dedup and decontamination."""

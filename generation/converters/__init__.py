@@ -1,0 +1,27 @@
+"""Converters: labeled train splits -> instruction records in the service's formats.
+
+Each converter reads one dataset's training split (never an evaluation split, see
+`generation.datasets`) and builds records with the canonical templates of
+`instruct.tasks`, cycling over their paraphrases (`variant`), so that training data asks
+and answers exactly the way the service does and parses (`instruct.parsing`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from generation.converters.bc5cdr import convert_bc5cdr
+from generation.converters.chemprot import convert_chemprot
+from generation.converters.meqsum import convert_meqsum
+from generation.converters.pubmedqa import convert_pubmedqa
+from instruct.records import InstructionRecord
+
+CONVERTERS: dict[str, Callable[[Path], list[InstructionRecord]]] = {
+    "pubmedqa": convert_pubmedqa,
+    "bc5cdr": convert_bc5cdr,
+    "chemprot": convert_chemprot,
+    "meqsum": convert_meqsum,
+}
+
+__all__ = ["CONVERTERS", "convert_bc5cdr", "convert_chemprot", "convert_meqsum", "convert_pubmedqa"]
