@@ -86,7 +86,7 @@ def eval_main(
     task: list[str] = typer.Option(None, "--task", "-t", help="Task name (repeatable), a task YAML path, or 'all'"),
     adapter: str = typer.Option(None, help="base | an alias (qa) | name@version | auto; default: the route's default"),
     split: str = typer.Option(None, help="Split to run; default the task's default_split (test)"),
-    limit: int = typer.Option(None, min=1, help="Only the first N items (quick runs)"),
+    limit: int = typer.Option(None, min=1, help="Only N items (quick runs): a fixed random sample, the same every time; a larger N adds items"),
     base_url: str = typer.Option(None, help="Gateway URL [env BIOINSTRUCT_EVAL_BASE_URL, default http://127.0.0.1:8000]"),
     out_dir: Path = typer.Option(None, "--out", help="Run folder; an existing one is resumed. Default "
                                  "<home>/reports/<time>-<task>-<adapter>"),
@@ -103,6 +103,7 @@ def eval_main(
     timeout: float = typer.Option(900.0, help="Seconds to wait for one answer"),
     max_retries: int = typer.Option(6, min=0, help="Retries of a request answered 429/503"),
     progress: bool = typer.Option(True, help="Show a progress bar"),
+    plots: bool = typer.Option(True, help="Write PNG plots"),
 ) -> None:
     """Run benchmark tasks against the live API and write their reports."""
     if ctx.invoked_subcommand is not None:
@@ -130,6 +131,7 @@ def eval_main(
             reports_root=settings.reports_root(core), limit=limit, concurrency=concurrency, rate=rate or None,
             data_dir=data_dir or core.data_dir, api_key=_secret(api_key, settings.api_key), judge=judge,
             progress=progress, max_retries=max_retries, timeout_s=timeout, command=current_command(),
+            plots=plots,
         )
         try:
             run_dir = asyncio.run(run_task(opts))
@@ -166,12 +168,13 @@ def eval_list(tasks_dir: Path = typer.Option(None, help="Extra folder of task YA
 def eval_report(
     run_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A run folder"),
     data_dir: Path = typer.Option(None, help="Data folder, if not the run's"),
+    plots: bool = typer.Option(True, help="Write PNG plots"),
 ) -> None:
     """Score a run again from its records (no requests) and rewrite report.json/.md and plots."""
     from eval.runner import rescore
 
     try:
-        report = rescore(run_dir, data_dir)
+        report = rescore(run_dir, data_dir, plots=plots)
     except (TaskError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -216,11 +219,12 @@ def eval_gate(
     base_url: str = typer.Option(None, help="Gateway URL [env BIOINSTRUCT_EVAL_BASE_URL]"),
     admin_token: str = typer.Option(None, help="Admin token [env BIOINSTRUCT_ADMIN_TOKEN]"),
     api_key: str = typer.Option(None, help="Bearer key for inference routes"),
-    limit: int = typer.Option(None, min=1, help="Only the first N items of the split"),
+    limit: int = typer.Option(None, min=1, help="Only N items of the split (a fixed random sample)"),
     concurrency: int = typer.Option(4, min=1),
     data_dir: Path = typer.Option(None),
     out_dir: Path = typer.Option(None, "--out"),
     progress: bool = typer.Option(True),
+    plots: bool = typer.Option(True, help="Write PNG plots of both runs"),
 ) -> None:
     """Move ALIAS to CANDIDATE only if it beats the current version by MIN_DELTA on a dev split.
 
@@ -239,6 +243,7 @@ def eval_gate(
         require_significant=require_significant, max_error_rate=max_error_rate, dry_run=dry_run, out_dir=out_dir,
         reports_root=settings.reports_root(core), api_key=_secret(api_key, settings.api_key), limit=limit,
         concurrency=concurrency, data_dir=data_dir or core.data_dir, progress=progress, command=current_command(),
+        plots=plots,
     )
     try:
         result = asyncio.run(run_gate(opts))

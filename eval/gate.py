@@ -50,13 +50,15 @@ class GateOptions:
     progress: bool = True
     n_boot: int = 1000
     seed: int = 0
+    plots: bool = True
     command: str | None = None
+    transport: Any = None  # an httpx transport (tests)
 
 
 def _admin(opts: GateOptions) -> httpx.Client:
     if not opts.admin_token:
         raise GateError("the gate needs the gateway's admin token: --admin-token or BIOINSTRUCT_ADMIN_TOKEN")
-    return httpx.Client(base_url=opts.base_url.rstrip("/"), timeout=120.0,
+    return httpx.Client(base_url=opts.base_url.rstrip("/"), timeout=120.0, transport=opts.transport,
                         headers={"Authorization": f"Bearer {opts.admin_token}"})
 
 
@@ -124,6 +126,7 @@ async def run_gate(opts: GateOptions) -> dict[str, Any]:
                 task=opts.task, base_url=opts.base_url, split=split, adapter=adapter, out_dir=out / role,
                 limit=opts.limit, concurrency=opts.concurrency, data_dir=opts.data_dir, api_key=opts.api_key,
                 progress=opts.progress, n_boot=opts.n_boot, seed=opts.seed, command=opts.command,
+                plots=opts.plots, transport=opts.transport,
                 extra_config={"gate": opts.alias, "role": role}))
         cmp = compare_runs(runs["current"], runs["candidate"], n_boot=opts.n_boot, seed=opts.seed)
         primary = cmp["primary_metric"]

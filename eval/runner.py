@@ -135,6 +135,8 @@ async def _judge(task, docs, records, judge: JudgeConfig, run_dir: Path, progres
 
 def _write(task, split, config, docs, records, judge_scores, run_dir, n_boot, seed, plots) -> dict[str, Any]:
     ctx = metric_context(task, docs)
+    if judge_scores is None and len(ctx["names"]) > 1:
+        ctx["names"] = [n for n in ctx["names"] if n != "llm_judge"]  # no judge configured
     metrics = metrics_from_context(ctx)
     rows = score_items(task, docs, records, metrics, judge_scores)
     report = build_report(task, split, config, docs, records, rows, ctx, n_boot=n_boot, seed=seed)

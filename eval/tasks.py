@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import string
 from collections.abc import Callable, Iterable, Sequence
@@ -31,6 +32,7 @@ from instruct.families import TaskFamily
 from instruct.parsing import match_option
 
 PACKAGED_TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+LIMIT_SEED = 0
 ROUTES = {"qa": "/qa", "extract": "/extract", "generate": "/generate"}
 
 
@@ -372,7 +374,7 @@ class TaskSpec(_Strict):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def load(self, split: str | None = None, data_dir: Path | None = None, limit: int | None = None) -> list[Doc]:
-        """The split's items, processed, in file order (the first `limit` when given)."""
+        """The split's items, processed, in file order; with `limit`, a fixed random sample of that size."""
         split = split or self.default_split
         spec = self.split_spec(split)
         root = Path(data_dir) if data_dir is not None else _default_data_dir()
@@ -386,10 +388,17 @@ class TaskSpec(_Strict):
         if spec.count is not None and len(records) != spec.count:
             raise TaskError(f"task {self.name} split {split}: {len(records)} items in {path}, "
                             f"expected {spec.count} (a different copy of the data?)")
-        if limit is not None:
-            records = records[:limit]
+        rows = list(range(len(records)))
+        if limit is not None and limit < len(rows):
+            # A fixed random sample, not the first N: some files are sorted by label (PubMedQA's
+            # test set lists all 'yes' items first). A larger limit takes a superset, so a run
+            # resumed with a larger --limit only sends the new items.
+            order = rows[:]
+            random.Random(LIMIT_SEED).shuffle(order)
+            rows = sorted(order[:limit])
         docs, seen = [], set()
-        for row, record in enumerate(records):
+        for row in rows:
+            record = records[row]
             doc_id = str(record[spec.id_field]) if spec.id_field else f"{split}-{row}"
             if doc_id in seen:
                 raise TaskError(f"task {self.name}: duplicate id {doc_id!r} (field {spec.id_field})")
