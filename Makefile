@@ -41,7 +41,7 @@ bench: model
 	$(BIN)/bioinstruct bench all
 
 soak: model
-	$(BIN)/python -m pytest -m soak -p no:cacheprovider tests/soak
+	BIOINSTRUCT_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest -m "soak or engine" -p no:cacheprovider tests/test_fuzz.py tests/soak
 
 clean:
 	rm -rf $(VENV) .cache

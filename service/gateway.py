@@ -121,15 +121,17 @@ class Gateway:
 
     def _engine_down(self) -> None:
         self.metrics.engine_up.set(0)
+        if self.supervisor.restart_enabled:
+            self.metrics.engine_restarts.inc()
         self.adapters.on_engine_down()
 
     async def _engine_up(self) -> None:
+        """Engine (re)started: bring every alias back before reporting ready."""
         self.metrics.engine_up.set(1)
-        if self.supervisor.restarts or self.supervisor.state == "ready":
-            try:
-                await self.adapters.reconcile()
-            except APIError as exc:
-                log.warning("reconcile after engine start failed: %s", exc.message)
+        try:
+            await self.adapters.reconcile()
+        except APIError as exc:
+            log.warning("reconcile after engine start failed: %s", exc.message)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -179,7 +181,7 @@ class Gateway:
             raise APIError(400, f"the input is {len(prompt_ids)} tokens; with max_tokens {requested} it exceeds "
                            f"the model's context of {self.max_model_len} tokens: ask for at most {room}",
                            param="max_tokens", code="context_length_exceeded")
-        return min(requested or default, room)
+        return min(requested or min(default, limit), room)
 
     async def complete(self, target: Target, prompt_ids: list[int], **params: Any) -> dict[str, Any]:
         body = {"model": target.model, "prompt": prompt_ids, "temperature": 0.0, **params}

@@ -144,7 +144,7 @@ def live_service(engine, tmp_path_factory, core):
     publish_root = tmp_path_factory.mktemp("publish")
     admin_token = "test-admin-token"
     settings = ServiceSettings(admin_token=admin_token, publish_root=publish_root, poll_interval_s=0.5,
-                               max_inflight=64, max_queue=512)
+                               max_inflight=128, max_queue=512, queue_timeout_s=300)
     test_core = core.model_copy(update={"registry": str(registry)})
     app = create_app(settings, core=test_core, engine_settings=engine.settings, engine_process=engine)
     port = free_port()

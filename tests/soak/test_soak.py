@@ -1,0 +1,256 @@
+"""Long reliability runs (`make soak`): load, overload and engine faults against `bioinstruct serve`.
+
+Writes its figures to docs/RELIABILITY.md (and reports/reliability.json). Each phase
+asserts its target, so a failing target fails `make soak`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bioinstruct.model import inspect_base_model
+from bioinstruct.registry import Registry
+from service.engine import free_port
+
+pytestmark = [pytest.mark.soak, pytest.mark.engine]
+
+ROOT = Path(__file__).resolve().parents[2]
+N_LOAD = int(os.environ.get("BIOINSTRUCT_SOAK_REQUESTS", "5000"))
+CONCURRENCY = 64
+ADMIT, QUEUE = 32, 32
+RESULTS: dict = {"machine": f"{os.cpu_count()} cores", "started": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def pct(values, q):
+    values = sorted(values)
+    if not values:
+        return None
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, make_lora, base_model_dir):
+    tmp = tmp_path_factory.mktemp("soak")
+    info = inspect_base_model(base_model_dir)
+    registry = Registry(tmp / "registry")
+    for i, alias in enumerate(("qa", "ie", "gen")):
+        registry.publish(make_lora(seed=100 + i), name=f"soak-{alias}", category=alias.upper(),
+                         base_fingerprint=info.fingerprint, alias=alias)
+    port = free_port()
+    env = {**os.environ, "BIOINSTRUCT_REGISTRY": str(tmp / "registry"), "BIOINSTRUCT_ADMIN_TOKEN": "soak-admin",
+           "BIOINSTRUCT_MAX_INFLIGHT": str(ADMIT), "BIOINSTRUCT_MAX_QUEUE": str(QUEUE),
+           "BIOINSTRUCT_QUEUE_TIMEOUT_S": "120", "BIOINSTRUCT_MAX_TOKENS_LIMIT": "64",
+           "BIOINSTRUCT_ENGINE_LOG_DIR": str(tmp)}
+    proc = subprocess.Popen([sys.executable, "-m", "bioinstruct.cli", "serve", "--port", str(port),
+                             "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    while time.monotonic() - started < 600:
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("serve not ready")
+    RESULTS["cold_start_s"] = round(time.monotonic() - started, 1)
+    yield proc, url
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+
+
+def _request(i: int) -> tuple[str, dict]:
+    rnd = random.Random(i)
+    kind = rnd.choice(["qa", "extract", "generate", "chat", "compare"])
+    adapter = rnd.choice(["base", "qa", "ie", "gen"])
+    if kind == "qa":
+        return "/qa", {"question": f"Is drug number {i} an antibiotic?", "options": ["yes", "no", "maybe"], "adapter": adapter}
+    if kind == "extract":
+        return "/extract", {"text": f"Patient {i} received cisplatin and developed nephrotoxicity.", "adapter": adapter,
+                            "max_tokens": 16}
+    if kind == "generate":
+        return "/generate", {"instruction": f"Name symptom {i} of influenza.", "adapter": adapter, "max_tokens": 8}
+    if kind == "chat":
+        return "/v1/chat/completions", {"model": adapter, "messages": [{"role": "user", "content": f"Case {i}: define fever."}],
+                                        "max_tokens": 8}
+    return "/compare", {"route": "generate", "adapters": ["base", adapter if adapter != "base" else "qa"],
+                        "request": {"instruction": f"Define anemia ({i}).", "max_tokens": 4}}
+
+
+async def _drive(url: str, ids, concurrency: int, on_progress=None):
+    sem = asyncio.Semaphore(concurrency)
+    records = []
+
+    async def one(client, i):
+        path, body = _request(i)
+        async with sem:
+            started = time.perf_counter()
+            try:
+                r = await client.post(path, json=body)
+                status, rid = r.status_code, (r.json().get("id") if r.status_code == 200 and path.startswith("/v1") else None)
+            except httpx.HTTPError as exc:
+                status, rid = type(exc).__name__, None
+            records.append({"i": i, "path": path, "status": status, "latency": time.perf_counter() - started, "id": rid})
+            if on_progress:
+                on_progress(len(records))
+
+    limits = httpx.Limits(max_connections=concurrency * 2)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        await asyncio.gather(*[one(client, i) for i in ids])
+    return records
+
+
+def test_load_mixed_5000(server):
+    proc, url = server
+    samples = {}
+
+    def progress(n):
+        if n in (500, N_LOAD // 2, N_LOAD):
+            samples[n] = rss_mb(proc.pid)
+
+    started = time.perf_counter()
+    records = asyncio.run(_drive(url, range(N_LOAD), CONCURRENCY, progress))
+    wall = time.perf_counter() - started
+    codes = Counter(str(r["status"]) for r in records)
+    latencies = [r["latency"] for r in records if r["status"] == 200]
+    ids = [r["id"] for r in records if r["id"]]
+    RESULTS["load"] = {
+        "requests": N_LOAD, "concurrency": CONCURRENCY, "wall_s": round(wall, 1),
+        "requests_per_s": round(N_LOAD / wall, 2), "codes": dict(codes),
+        "p50_ms": round(pct(latencies, 50) * 1000), "p90_ms": round(pct(latencies, 90) * 1000),
+        "p99_ms": round(pct(latencies, 99) * 1000),
+        "rss_mb": {str(k): round(v, 1) for k, v in sorted(samples.items())},
+        "responses": len(records), "unique_ids": len(set(ids)) == len(ids),
+    }
+    assert len(records) == N_LOAD and sorted(r["i"] for r in records) == list(range(N_LOAD))  # none lost or doubled
+    assert codes.get("200") == N_LOAD, codes
+    assert len(set(ids)) == len(ids)
+    warm, end = samples[500], samples[N_LOAD]
+    assert end - warm < max(60.0, 0.15 * warm), f"gateway memory grew from {warm:.0f} to {end:.0f} MB"
+
+
+def test_overload_4x(server):
+    _, url = server
+    body = {"instruction": "List three antibiotics.", "max_tokens": 32, "adapter": "base"}
+
+    async def burst(n):
+        async def one(client):
+            started = time.perf_counter()
+            r = await client.post("/generate", json=body)
+            return r.status_code, time.perf_counter() - started, r.headers.get("retry-after")
+
+        async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=n + 8)) as client:
+            return await asyncio.gather(*[one(client) for _ in range(n)])
+
+    before = statistics.median(r[1] for r in asyncio.run(burst(8)))
+    results = asyncio.run(burst(4 * (ADMIT + QUEUE)))
+    refused = [r for r in results if r[0] == 429]
+    served = [r for r in results if r[0] == 200]
+    after = statistics.median(r[1] for r in asyncio.run(burst(8)))
+    RESULTS["overload"] = {
+        "sent": len(results), "admission_limit": ADMIT + QUEUE, "served": len(served), "refused_429": len(refused),
+        "other": len(results) - len(served) - len(refused),
+        "refusal_p50_ms": round(pct([r[1] for r in refused], 50) * 1000, 1),
+        "refusal_p99_ms": round(pct([r[1] for r in refused], 99) * 1000, 1),
+        "served_p50_s": round(pct([r[1] for r in served], 50), 2),
+        "median_latency_before_s": round(before, 2), "median_latency_after_s": round(after, 2),
+    }
+    assert len(served) + len(refused) == len(results)
+    assert len(served) >= ADMIT + QUEUE
+    assert all(r[2] for r in refused)
+    assert pct([r[1] for r in refused], 99) < 0.25
+    assert after < 2 * before + 0.5
+
+
+def test_engine_kill_under_load(server):
+    proc, url = server
+    engine_pid = next(int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split())
+
+    async def run():
+        task = asyncio.create_task(_drive(url, range(10_000, 10_600), CONCURRENCY))
+        await asyncio.sleep(8)
+        killed = time.perf_counter()
+        os.kill(engine_pid, signal.SIGKILL)
+        records = await task
+        return records, killed
+
+    records, killed = asyncio.run(run())
+    codes = Counter(str(r["status"]) for r in records)
+    ready_at = None
+    while time.perf_counter() - killed < 600:
+        if httpx.get(f"{url}/health/ready", timeout=5).status_code == 200:
+            ready_at = time.perf_counter()
+            break
+        time.sleep(0.5)
+    assert ready_at is not None
+    failed = [r for r in records if r["status"] != 200]
+    ready = httpx.get(f"{url}/health/ready").json()
+    RESULTS["fault"] = {
+        "requests": len(records), "codes": dict(codes),
+        "failed_max_latency_s": round(max((r["latency"] for r in failed), default=0), 2),
+        "recovery_s": round(ready_at - killed, 1), "aliases_after": ready["aliases"],
+    }
+    assert set(codes) <= {"200", "503"}, codes  # failures are fast 503s, nothing else
+    assert max((r["latency"] for r in failed), default=0) < 15
+    assert sorted(ready["aliases"]) == ["gen", "ie", "qa"]
+    r = httpx.post(f"{url}/qa", json={"question": "ok?", "options": ["yes", "no"], "adapter": "qa"}, timeout=60)
+    assert r.status_code == 200
+
+
+def test_zz_write_report():
+    RESULTS["finished"] = time.strftime("%Y-%m-%d %H:%M")
+    (ROOT / "reports").mkdir(exist_ok=True)
+    (ROOT / "reports" / "reliability.json").write_text(json.dumps(RESULTS, indent=2))
+    load, over, fault = RESULTS.get("load", {}), RESULTS.get("overload", {}), RESULTS.get("fault", {})
+    lines = [
+        "# Reliability", "",
+        f"Figures from `make soak` run {RESULTS['started']}–{RESULTS['finished']} on this machine "
+        f"({RESULTS['machine']}, 24 GiB, CPU engine, SmolLM2-135M, three rank-8 adapters + base). "
+        "Raw numbers: `reports/reliability.json`. The gateway ran as `bioinstruct serve` with "
+        f"max_inflight={ADMIT}, max_queue={QUEUE}.", "",
+        f"Cold start (`bioinstruct serve` to /health/ready with 3 aliases): {RESULTS.get('cold_start_s')} s.", "",
+        "## Load: mixed requests over all routes, base and three adapters", "",
+        "| requests | concurrency | wall s | req/s | status codes | p50 ms | p90 ms | p99 ms | gateway RSS MB (after 500 / half / end) | lost or duplicated |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {load.get('requests')} | {load.get('concurrency')} | {load.get('wall_s')} | {load.get('requests_per_s')} | "
+        f"{load.get('codes')} | {load.get('p50_ms')} | {load.get('p90_ms')} | {load.get('p99_ms')} | "
+        f"{' / '.join(str(v) for v in (load.get('rss_mb') or {}).values())} | "
+        f"{'none' if load.get('responses') == load.get('requests') and load.get('unique_ids') else 'SEE JSON'} |", "",
+        "## Overload: 4x the admission limit at once", "",
+        "| sent | limit (running + queued) | served | 429 | other | 429 p50 ms | 429 p99 ms | median latency before / after s |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {over.get('sent')} | {over.get('admission_limit')} | {over.get('served')} | {over.get('refused_429')} | "
+        f"{over.get('other')} | {over.get('refusal_p50_ms')} | {over.get('refusal_p99_ms')} | "
+        f"{over.get('median_latency_before_s')} / {over.get('median_latency_after_s')} |", "",
+        "## Fault: the engine is SIGKILLed under load (600 requests, concurrency 64)", "",
+        "| status codes | slowest failed request s | kill → ready s (engine restarted, aliases reloaded) | aliases after |",
+        "|---|---|---|---|",
+        f"| {fault.get('codes')} | {fault.get('failed_max_latency_s')} | {fault.get('recovery_s')} | {fault.get('aliases_after')} |", "",
+        "Fast parts (bad inputs, bad adapters, disconnects, overload at small scale, engine kill, "
+        "auth, loopback-only engine, no secrets in logs, schemathesis with a few dozen examples per "
+        "route) run in `make test`: tests/test_reliability.py, tests/test_service_errors.py, tests/test_fuzz.py.",
+        "`make soak` also runs tests/test_fuzz.py with 300 examples per route (BIOINSTRUCT_FUZZ_EXAMPLES).", "",
+    ]
+    (ROOT / "docs" / "RELIABILITY.md").write_text("\n".join(lines))
