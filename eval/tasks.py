@@ -200,7 +200,7 @@ def step_strip_markers(record: dict, *, field: str, markers: dict[str, Sequence[
             raise TaskError(f"strip_markers: no {pair[0]}...{pair[1]} in {text[:120]!r}")
         out[name] = match.group(1).strip()
         text = text[:match.start()] + match.group(1) + text[match.end():]
-    out[into] = re.sub(r"\s{2,}", " ", text).strip()
+    out[into] = text
     return out
 
 

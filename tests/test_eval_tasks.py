@@ -124,14 +124,28 @@ def test_chemprot_question_and_clean_sentence(tasks, data_dir):
     task = tasks["chemprot"]
     doc = task.load("test", data_dir)[0]
     body = task.body(doc, "base")
-    assert body["question"] == ("What is the relation between the chemical Androgen and the protein androgen "
-                                "receptor in the sentence?")
+    assert body["question"] == "What is the relation between Androgen and androgen receptor in the sentence?"
     assert body["context"] == ("Androgen antagonistic effect of estramustine phosphate (EMP) metabolites on "
                                "wild-type and mutated androgen receptor.")
     assert len(body["options"]) == 13 and "SUBSTRATE_PRODUCT-OF" in body["options"]
     for doc in task.load("test", data_dir):
         ctx = task.body(doc, None)["context"]
         assert "<< " not in ctx and "[[ " not in ctx
+
+
+def test_prompts_match_the_training_converters(tasks):
+    """The task files ask what training taught: instruct.tasks' first (canonical) wordings."""
+    from instruct.tasks import (
+        CHEMPROT_LABELS,
+        PAIR_RELATION_QUESTIONS,
+        QUESTION_SUMMARY_INSTRUCTIONS,
+    )
+
+    chem = tasks["chemprot"].request
+    assert chem["options"] == list(CHEMPROT_LABELS)
+    assert chem["question"] == PAIR_RELATION_QUESTIONS[0].format(first="{chemical}", second="{protein}")
+    for name in ("mediqa_qs", "meqsum_heldout"):
+        assert tasks[name].request["instruction"] == QUESTION_SUMMARY_INSTRUCTIONS[0]
 
 
 def test_meqsum_heldout_is_idx_800_and_up(tasks, data_dir):
