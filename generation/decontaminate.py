@@ -92,7 +92,7 @@ class EvalIndex:
         tid = self._exact.get(" ".join(tokens))
         if tid is not None:
             return Match("exact", field, self.texts[tid], 1.0)
-        for part in text.splitlines():
+        for part in (text.splitlines() if "\n" in text else ()):
             part_tokens = rouge_tokens(_LABEL_PREFIX.sub("", part))
             if len(part_tokens) >= self.min_short_tokens:
                 tid = self._exact.get(" ".join(part_tokens))

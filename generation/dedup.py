@@ -19,6 +19,7 @@ cheap sequential pass over the block.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -31,8 +32,18 @@ _SURROGATES = 0xDFFF - 0xD800 + 1
 _FIRST_CODE = 0x100
 
 
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
 def rouge_tokens(text: str) -> list[str]:
-    """rouge-score's own tokenizer, without stemming (what `RougeScorer(["rougeL"])` uses)."""
+    """rouge-score's tokenizer without stemming (what `RougeScorer(["rougeL"])` uses), faster:
+    it lower-cases, turns runs outside [a-z0-9] into spaces, splits and keeps [a-z0-9]+
+    tokens, which is exactly the [a-z0-9]+ runs of the lower-cased text (a test checks
+    equality with `rouge_score.tokenize.tokenize` on edge cases)."""
+    return _TOKEN.findall(text.lower())
+
+
+def rouge_tokens_reference(text: str) -> list[str]:
     return _rouge_tokenize(text, None)
 
 

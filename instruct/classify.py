@@ -20,6 +20,7 @@ _IE = re.compile(
 )
 _QA = re.compile(
     r"(\?\s*$|^\s*(what|which|who|whom|whose|when|where|why|how|is|are|does|do|did|can|could|should|will|would|was|were|has|have)\b|"
+    r"^\s*(name|state) (the|a|an|one|two|three)\b|"
     r"\banswer\b|\bchoose\b|\bselect (the|one)|\btrue or false\b|\byes or no\b|\byes, no,? or maybe\b|"
     r"\bmultiple[- ]choice\b|\bcorrect option\b|\bbest (answer|option)\b|\bdoes the (text|passage|abstract) (support|state)\b|\bentail)",
     re.IGNORECASE | re.MULTILINE,
