@@ -46,6 +46,8 @@ from generation.store import RecordStore, write_json_atomic
 from instruct.records import InstructionRecord
 
 SOURCE = "self-instruct"
+# Answers that no retry or other prompt will change: stop the run and say what to fix.
+FATAL_STATUSES = (401, 403, 404)
 
 
 class GenerationError(RuntimeError):
@@ -289,10 +291,10 @@ class SelfInstructLoop:
             try:
                 response = await self._request(messages, seed)
             except openai.APIStatusError as exc:
-                if not is_retryable(exc):
+                if exc.status_code in FATAL_STATUSES:
                     raise GenerationError(f"{s.base_url} answered {exc.status_code}: {exc.message} "
                                           "(check --model, --api-key and --base-url)") from None
-                self._failed(exc)
+                self._failed(exc)  # retries spent, or a 4xx about this one prompt (e.g. too long)
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 self._failed(exc)
             else:

@@ -140,3 +140,21 @@ def test_label_falls_back_to_rules(instruction, expected):
     # rules only, even with a valid model label
     family, source = label_category(task(instruction=instruction, category="OTHER"), use_model=False)
     assert (family, source) == (expected, "rules")
+
+
+def test_rules_agree_with_the_seed_authors_and_label_the_service_templates():
+    from instruct import tasks as T
+    from instruct.classify import classify_family
+    from seeds import load_seeds
+
+    seeds = [s for s in load_seeds() if s.category is not TaskFamily.OTHER]  # rules never say OTHER
+    agree = sum(classify_family(s.instruction, s.input) is s.category for s in seeds)
+    assert agree / len(seeds) >= 0.9, f"{agree}/{len(seeds)}"
+    for text in T.QA_WITH_OPTIONS + T.QA_FREE:
+        assert classify_family(text) is TaskFamily.QA, text
+    for text in T.ENTITY_INSTRUCTIONS:
+        assert classify_family(text.format(types=T.format_types(("Chemical", "Disease")))) is TaskFamily.IE
+    for text in T.RELATION_INSTRUCTIONS:
+        assert classify_family(text.format(labels=", ".join(T.CHEMPROT_LABELS))) is TaskFamily.IE
+    for text in T.QUESTION_SUMMARY_INSTRUCTIONS:
+        assert classify_family(text) is TaskFamily.GEN, text

@@ -175,3 +175,10 @@ def test_resume_after_kill_9_ends_with_exactly_n_unique_records(tmp_path):
     assert stats["records_in_file"] == n and stats["complete"] and stats["runs"] == kills + 1
     assert stats["resumed_from"] >= 21
     assert "accepted" in done.stdout and "Rejected by reason" in done.stdout
+
+
+def test_a_rejected_prompt_is_a_failed_request_not_the_end_of_the_run(tmp_path):
+    with FakeChatServer(script=[400, REPLY]) as server:
+        stats = run(SelfInstructLoop(settings(server.base_url, concurrency=1), SEEDS, tmp_path / "g.jsonl", 2,
+                                     show_progress=False))
+    assert stats.complete and stats.this_run.failed_requests == 1 and stats.this_run.retries == 0
