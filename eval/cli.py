@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from eval.settings import EvalSettings, admin_token_from_env
@@ -49,7 +50,7 @@ def _tasks(names: list[str], tasks_dir: Path | None):
     try:
         return [load_task(n, extra) for n in names]
     except TaskError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
 
 
@@ -73,7 +74,7 @@ def _print_scores(report: dict, run_dir: Path) -> None:
         table.add_row(name, fmt_score(s, percent=is_percent(name)), str(s["n"]))
     for items in report.get("breakdown", {}).values():
         for name, s in items.items():
-            table.add_row(f"  {name}", fmt_score(s), str(s["n"]))
+            table.add_row(escape(f"  {name}"), fmt_score(s), str(s["n"]))
     out.print(table)
     sv = report["serving"]
     out.print(f"errors {sv['errors']}/{sv['requests']}  e2e p50 {sv['latency_ms']['e2e']['p50']} ms  "
@@ -136,7 +137,7 @@ def eval_main(
         try:
             run_dir = asyncio.run(run_task(opts))
         except TaskError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from exc
         report = json.loads((run_dir / "report.json").read_text())
         _print_scores(report, run_dir)
@@ -156,7 +157,7 @@ def eval_list(tasks_dir: Path = typer.Option(None, help="Extra folder of task YA
         try:
             t = load_task(path)
         except TaskError as exc:
-            table.add_row(name, "", "", "", f"[red]{exc}[/red]")
+            table.add_row(name, "", "", "", f"[red]{escape(str(exc))}[/red]")
             continue
         splits = ", ".join(f"{s}({v.count or '?'})" for s, v in t.splits.items())
         table.add_row(name, t.family.value, t.route, f"{splits}; default {t.default_split}, dev {t.dev_split}",
@@ -176,7 +177,7 @@ def eval_report(
     try:
         report = rescore(run_dir, data_dir, plots=plots)
     except (TaskError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
     _print_scores(report, run_dir)
 
@@ -197,7 +198,7 @@ def eval_compare(
     try:
         result = compare_runs(run_a, run_b, n_boot=resamples, seed=seed, metrics=list(metric) if metric else None)
     except (CompareError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
     if out_dir is not None:
         write_compare(out_dir, result)
@@ -248,10 +249,10 @@ def eval_gate(
     try:
         result = asyncio.run(run_gate(opts))
     except (GateError, TaskError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
     colour = {"promoted": "green", "would_promote": "green", "noop": "yellow"}.get(result["decision"], "red")
-    out.print(f"[{colour}]{result['decision']}[/{colour}]: {result.get('reason', '')}")
+    out.print(f"[{colour}]{result['decision']}[/{colour}]: {escape(result.get('reason', ''))}")
     if "delta" in result and result["delta"] is not None:
         out.print(f"{result['metric']}: {result['current']} {result['current_score']:.4f} → {result['candidate']} "
                   f"{result['candidate_score']:.4f} (Δ {result['delta']:+.4f}, 95% CI [{result['ci_low']:+.4f}, "
@@ -313,9 +314,9 @@ def bench_main(
     try:
         run_dir = asyncio.run(run_bench(opts))
     except (TaskError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
-    out.print((run_dir / "bench.md").read_text())
+    typer.echo((run_dir / "bench.md").read_text())
     out.print(f"→ {run_dir}")
 
 

@@ -103,6 +103,7 @@ def fake(data_dir):
     gw = FakeGateway(data_dir)
     with respx.mock(assert_all_called=False) as mock:
         mock.route(host="gateway.test").mock(side_effect=gw)
+        gw.router = mock
         yield gw
 
 
@@ -294,3 +295,25 @@ def test_cli_eval_compare_and_bench(fake, tmp_path, data_dir, monkeypatch):
     assert "promoted" in res.output
     res = runner.invoke(app, ["eval", "--task", "nosuch"])
     assert res.exit_code == 2 and "known tasks" in res.output
+
+
+async def test_llm_judge_score_through_an_openai_compatible_endpoint(fake, tmp_path, data_dir):
+    from eval.judge import JudgeConfig
+
+    seen: list[dict] = []
+
+    def judge(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        score = "7" if len(seen) % 2 else "Score: 9/10"
+        return httpx.Response(200, json={"choices": [{"index": 0, "message": {"role": "assistant", "content": score}}]})
+
+    fake.router.post("http://judge.test/v1/chat/completions").mock(side_effect=judge)
+    run_dir = await run_task(opts("meqsum_heldout", tmp_path, data_dir, adapter="base", limit=4,
+                                  judge=JudgeConfig(url="http://judge.test/v1", model="big-model")))
+    report = load_report(run_dir)
+    assert report["scores"]["llm_judge"]["value"] == pytest.approx(8.0) and report["scores"]["llm_judge"]["n"] == 4
+    assert len(seen) == 4 and seen[0]["model"] == "big-model"
+    assert "Reference summary" in seen[0]["messages"][0]["content"]
+    assert (run_dir / "judge.jsonl").is_file()
+    assert rescore(run_dir, data_dir, n_boot=300, plots=False)["scores"]["llm_judge"]["value"] == pytest.approx(8.0)
