@@ -1,0 +1,83 @@
+"""Training config: packaged configs load, bad values fail with a message that says what to change."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from training.config import ConfigError, TrainConfig, builtin_configs, load_config
+
+
+def test_packaged_configs_load():
+    assert {"cpu-smollm2", "gpu-llama2-7b"} <= set(builtin_configs())
+    cpu = load_config("cpu-smollm2")
+    assert cpu.precision == "fp32" and cpu.rank <= 16
+    gpu = load_config("gpu-llama2-7b")
+    assert gpu.precision == "bf16" and gpu.gradient_checkpointing
+    assert load_config(None) == cpu  # the default
+
+
+def test_overrides_apply_and_change_the_hash():
+    base = load_config("cpu-smollm2")
+    cfg = load_config("cpu-smollm2", {"rank": 4, "learning_rate": 1e-4, "save_every": 3, "seed": None})
+    assert cfg.rank == 4 and cfg.learning_rate == 1e-4 and cfg.seed == base.seed
+    assert cfg.hash_payload() != base.hash_payload()
+    # bookkeeping settings do not change the weights: a run stays resumable when they change
+    assert load_config("cpu-smollm2", {"save_every": 3, "eval_every": 7}).hash_payload() == base.hash_payload()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"rank": 32}, "above the serving engine's max LoRA rank 16"),
+        ({"rank": 0}, "rank"),
+        ({"learning_rate": -1}, "learning_rate"),
+        ({"schedule": "cosine_restarts"}, "schedule"),
+        ({"dropout": 1.5}, "dropout"),
+        ({"batching": "random"}, "batching"),
+        ({"target_modules": []}, "at least one module"),
+        ({"ranks": 8}, "unknown setting"),
+    ],
+)
+def test_bad_values_are_rejected_with_a_clear_message(overrides, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config("cpu-smollm2", overrides)
+    assert "invalid training config" in str(info.value)
+
+
+def test_unknown_config_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="packaged configs: cpu-smollm2"):
+        load_config("no-such-config")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rank: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- rank\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listy)
+
+
+def test_cli_reports_bad_values_without_a_traceback(tmp_path):
+    from bioinstruct.cli import _register_subcommands, app
+
+    _register_subcommands()
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "--data", str(tmp_path / "x.jsonl"), "--rank", "64"])
+    assert res.exit_code == 2
+    assert "max LoRA rank" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["train", "--data", str(tmp_path / "x.jsonl"), "--category", "QA"])
+    assert res.exit_code == 2 and "does not exist" in res.output
+    res = runner.invoke(app, ["train", "--data", str(tmp_path / "x.jsonl"), "--category", "XYZ"])
+    assert res.exit_code == 2 and "not one of" in res.output
+    res = runner.invoke(app, ["train", "--target-modules", "q_proj,v_proj", "--schedule", "bogus"])
+    assert res.exit_code == 2 and "schedule" in res.output
+
+
+def test_target_modules_from_cli_string():
+    from training.cli import _overrides
+
+    assert _overrides(lr=0.1, rank=None) == {"learning_rate": 0.1}
+    cfg = TrainConfig.model_validate(_overrides(target_modules="q_proj, v_proj"))
+    assert cfg.target_modules == ["q_proj", "v_proj"]
+    assert TrainConfig.model_validate(_overrides(target_modules="all-linear")).target_modules == "all-linear"

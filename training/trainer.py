@@ -1,0 +1,539 @@
+"""The training loop: LoRA SFT with peft, in plain PyTorch under `accelerate`.
+
+One code path for CPU, one GPU, DDP and FSDP (`accelerate launch` / torchrun): the
+Accelerator owns device placement, mixed precision and gradient synchronisation; every
+process builds the same batch plan and takes its share of each optimizer step.
+
+Exactness: the batch order is a function of (seed, epoch); checkpoints hold the LoRA
+weights, optimizer, scheduler and RNG states and the step; the loss is normalised by the
+number of response tokens of the whole optimizer step (not per micro-batch), so gradient
+accumulation and data parallelism give the same update as one big batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from bioinstruct.registry import CATEGORIES, Manifest, RegistryError, check_name
+from bioinstruct.settings import CoreSettings, apply_offline_env
+from training import batching
+from training import checkpoint as ckpt
+from training.config import TrainConfig, stable_hash
+from training.data import IGNORE_INDEX, Example, TrainingData, load_training_data
+
+RUN_FORMAT = 1
+
+
+class TrainError(RuntimeError):
+    """Training cannot start or continue; the message says what to change."""
+
+
+@dataclass
+class TrainJob:
+    """One adapter to train: config, data, and where it goes."""
+
+    config: TrainConfig
+    data_files: list[Path]
+    category: str = "ALL"
+    name: str | None = None  # registry adapter name; default bioinstruct-<category>
+    run_dir: Path | None = None  # default <home>/runs/<name>-<config hash>
+    publish: bool = True
+    alias: str | None = None
+    registry: str | None = None  # default CoreSettings().registry
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        self.category = self.category.upper()
+        if self.category not in CATEGORIES:
+            raise TrainError(f"category {self.category!r} is not one of {list(CATEGORIES)}")
+        if self.name is None:
+            self.name = f"bioinstruct-{self.category.lower()}"
+        self.data_files = [Path(p).expanduser().resolve() for p in self.data_files]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    finished: bool
+    adapter_dir: Path | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest | None = None
+    resumed_from: int | None = None
+
+
+# --- step plan ------------------------------------------------------------------------------
+
+class StepPlan:
+    """Maps a global optimizer step to the micro-batches of every process."""
+
+    def __init__(self, examples: list[Example], cfg: TrainConfig, world_size: int) -> None:
+        self.examples = examples
+        self.lengths = [e.length for e in examples]
+        self.cfg = cfg
+        self.world = world_size
+        self.group = cfg.grad_accum * world_size
+        self._plans: dict[int, list[batching.MicroBatch]] = {}
+        if self.steps_in_epoch(0) == 0:
+            raise TrainError(
+                f"{len(examples)} training examples make {len(self.plan(0))} micro-batches, fewer than "
+                f"grad_accum x processes = {self.group}: lower batch_size or grad_accum, or add data"
+            )
+
+    def plan(self, epoch: int) -> list[batching.MicroBatch]:
+        if epoch not in self._plans:
+            if len(self._plans) > 4:
+                self._plans.pop(min(self._plans))
+            self._plans[epoch] = batching.plan_epoch(
+                self.lengths, mode=self.cfg.batching, batch_size=self.cfg.batch_size,
+                max_length=self.cfg.max_length, seed=self.cfg.seed, epoch=epoch,
+            )
+        return self._plans[epoch]
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        n = len(self.plan(epoch))
+        if self.world == 1:
+            return math.ceil(n / self.group)  # a short last step is fine on one process
+        return n // self.group  # every process needs the same number of micro-batches
+
+    def total_steps(self) -> int:
+        if self.cfg.max_steps:
+            return self.cfg.max_steps
+        whole, frac = int(self.cfg.epochs), self.cfg.epochs - int(self.cfg.epochs)
+        total = sum(self.steps_in_epoch(e) for e in range(whole))
+        if frac > 1e-9:
+            total += max(1, math.ceil(frac * self.steps_in_epoch(whole)))
+        return max(1, total)
+
+    def locate(self, step: int) -> tuple[int, int]:
+        epoch = 0
+        while step >= (n := self.steps_in_epoch(epoch)):
+            step -= n
+            epoch += 1
+        return epoch, step
+
+    def step_batches(self, step: int) -> list[batching.MicroBatch]:
+        epoch, index = self.locate(step)
+        return self.plan(epoch)[index * self.group : (index + 1) * self.group]
+
+    def epoch_float(self, step: int) -> float:
+        epoch, index = self.locate(step)
+        return epoch + index / max(1, self.steps_in_epoch(epoch))
+
+
+def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# --- the loss -----------------------------------------------------------------------------
+
+def response_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """(sum of token losses over response tokens, number of response tokens).
+
+    Logits are computed only at positions whose next token is a response token
+    (`logits_to_keep`): for QA most of a sequence is prompt, and the vocabulary projection
+    is a large share of a small model's compute.
+    """
+    labels = batch["labels"]
+    targets = torch.full_like(labels, IGNORE_INDEX)
+    targets[:, :-1] = labels[:, 1:]
+    keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    out = model(**inputs, logits_to_keep=keep, use_cache=False)
+    logits = out.logits.float()
+    picked = targets[:, keep]
+    loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), picked.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss_sum, int((picked != IGNORE_INDEX).sum())
+
+
+# --- the run ------------------------------------------------------------------------------
+
+def default_run_dir(core: CoreSettings, name: str, run_hash: str) -> Path:
+    return core.home / "runs" / f"{name}-{run_hash[:8]}"
+
+
+def train(
+    job: TrainJob,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    stop_after_step: int | None = None,
+) -> RunResult:
+    """Train (or resume, or find finished) one adapter; publish it if asked. Idempotent."""
+    apply_offline_env()
+    import accelerate
+    from accelerate.utils import DistributedType, set_seed
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bioinstruct.model import BaseModelError, inspect_base_model
+
+    cfg = job.config
+    core = CoreSettings()
+    base_dir = Path(cfg.base_model).expanduser().resolve() if cfg.base_model else core.base_model_dir
+    check_name(job.name or "", "adapter name")
+    if job.alias:
+        check_name(job.alias, "alias")
+    registry_url = job.registry or core.registry
+    try:
+        base = inspect_base_model(base_dir)
+    except BaseModelError as exc:
+        raise TrainError(str(exc)) from exc
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    accelerator = accelerate.Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.precision])
+    if cfg.deterministic and accelerator.device.type == "cuda":  # CPU kernels are deterministic already
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    main = accelerator.is_main_process
+    world, rank = accelerator.num_processes, accelerator.process_index
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    say = log if main else (lambda _msg: None)
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    data: TrainingData = load_training_data(
+        tokenizer, job.data_files, max_length=cfg.max_length, overlong=cfg.overlong,
+        eval_fraction=cfg.eval_fraction, eval_max_examples=cfg.eval_max_examples,
+        exclude_ids_file=cfg.exclude_ids_file, category=job.category,
+    )
+    run_hash = stable_hash({
+        "format": RUN_FORMAT, "config": cfg.hash_payload(), "data": data.fingerprint(),
+        "base": base.fingerprint, "category": job.category, "world_size": world,
+    })
+    run_dir = (job.run_dir or default_run_dir(core, job.name or "", run_hash)).expanduser().resolve()
+    ckpt_root = run_dir / "checkpoints"
+    result_path = run_dir / "result.json"
+
+    # an existing run folder must be this run
+    config_path = run_dir / "run.json"
+    if config_path.is_file():
+        existing = json.loads(config_path.read_text())
+        if existing.get("run_hash") != run_hash:
+            raise TrainError(
+                f"run folder {run_dir} holds another run (config, data, base model or process count "
+                "differ): pick another --run-name, or delete that folder to start over"
+            )
+    run_info = {
+        "run_hash": run_hash, "name": job.name, "category": job.category,
+        "base_model": base.path, "base_model_fingerprint": base.fingerprint,
+        "config": cfg.model_dump(mode="json"), "data_files": [f.as_dict() for f in data.files],
+        "data_stats": data.stats, "world_size": world,
+    }
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not config_path.is_file():
+            ckpt.write_json_atomic(config_path, run_info)
+    accelerator.wait_for_everyone()
+
+    if result_path.is_file():
+        summary = json.loads(result_path.read_text())
+        say(f"run {run_dir.name} already finished (train loss {summary.get('train_loss')}, "
+            f"eval loss {summary.get('eval_loss')}); not training again")
+        manifest = _publish_if_asked(job, run_dir, summary, base, registry_url, cfg, say) if main else None
+        accelerator.wait_for_everyone()
+        return RunResult(run_dir, True, run_dir / "adapter", summary, manifest)
+
+    say(f"run folder {run_dir}")
+    say(f"data: {data.stats['train_examples']} train / {data.stats['eval_examples']} held-out examples, "
+        f"{data.stats['train_tokens']} train tokens ({data.stats['train_target_tokens']} response), "
+        f"{data.stats['dropped_overlong']} dropped, {data.stats['truncated_input']} truncated to "
+        f"max_length={cfg.max_length}")
+
+    # model ---------------------------------------------------------------------------------
+    set_seed(cfg.seed)  # LoRA init is identical on every process and every run
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, attn_implementation=cfg.attn_implementation)
+    model.config.use_cache = False
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lora = LoraConfig(
+        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=cfg.target_modules,
+        bias="none", task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total_params = sum(p.numel() for p in model.parameters())
+    set_seed(cfg.seed + rank)  # dropout differs between processes, reproducibly
+
+    model = accelerator.prepare(model)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+    )
+    optimizer = accelerator.prepare(optimizer)
+
+    plan = StepPlan(data.train, cfg, world)
+    total_steps = plan.total_steps()
+    warmup = int(round(cfg.warmup_ratio * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+        lambda s: lr_factor(s, warmup=warmup, total=total_steps, schedule=cfg.schedule),
+    )
+    say(f"model: {base_dir.name}, LoRA r={cfg.rank} alpha={cfg.alpha} on {cfg.target_modules}: "
+        f"{trainable:,} trainable of {total_params:,} parameters; {world} process(es) on "
+        f"{accelerator.device}, {cfg.precision}; {total_steps} steps of "
+        f"{cfg.batch_size}x{cfg.grad_accum}x{world} sequences ({cfg.batching})")
+
+    # resume --------------------------------------------------------------------------------
+    counters = {"tokens": 0, "target_tokens": 0, "train_time_s": 0.0, "wall_time_s": 0.0, "padding_tokens": 0}
+    start_step = 0
+    resumed_from = None
+    metrics_path = run_dir / "metrics.jsonl"
+    if main:
+        ckpt.clean_partial(ckpt_root)
+    accelerator.wait_for_everyone()
+    last = ckpt.latest_checkpoint(ckpt_root)
+    history: list[dict[str, Any]] = []
+    if last is not None:
+        state = ckpt.read_state(last)
+        if state.get("run_hash") != run_hash:
+            raise TrainError(f"checkpoint {last} belongs to another run; delete {ckpt_root} to start over")
+        unwrapped = accelerator.unwrap_model(model)
+        if fsdp:
+            accelerator.load_state(str(last / "accelerate"))
+        else:
+            ckpt.load_trainable_state(unwrapped, last / ckpt.WEIGHTS)
+            optimizer.load_state_dict(torch.load(last / "optimizer.pt", map_location="cpu", weights_only=True))
+        scheduler.load_state_dict(torch.load(last / "scheduler.pt", weights_only=True))
+        ckpt.set_rng_state(torch.load(last / f"rng-{rank}.pt", weights_only=True))
+        start_step = resumed_from = int(state["step"])
+        counters.update(state["counters"])
+        say(f"resuming from {last.name} (step {start_step} of {total_steps})")
+        history = [r for r in _read_jsonl(metrics_path) if r.get("step", 0) <= start_step]
+    if main:
+        with metrics_path.open("w") as fh:
+            for rec in history:
+                fh.write(json.dumps(rec) + "\n")
+
+    def log_record(rec: dict[str, Any]) -> None:
+        history.append(rec)
+        if main:
+            with metrics_path.open("a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+
+    eval_batches = _eval_batches(data.eval, cfg.batch_size)
+
+    def evaluate() -> float | None:
+        if not data.eval:
+            return None
+        model.eval()
+        total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+        mine = eval_batches[rank::world]
+        rounds = math.ceil(len(eval_batches) / world)
+        with torch.no_grad():
+            for j in range(rounds):  # same number of forwards on every process (FSDP needs it)
+                real = j < len(mine)
+                mb = mine[j] if real else eval_batches[0]
+                batch = _to_device(batching.collate(mb, data.eval, pad_id, cfg.batching == "pack"), accelerator.device)
+                loss_sum, n = response_loss(model, batch)
+                if real:
+                    total += torch.tensor([loss_sum.item(), n], dtype=torch.float64, device=accelerator.device)
+        total = accelerator.reduce(total, reduction="sum")
+        model.train()
+        return float(total[0] / max(1.0, float(total[1])))
+
+    def save_checkpoint(step: int) -> None:
+        tmp = ckpt.tmp_dir(ckpt_root, step)
+        if main:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        torch.save(ckpt.rng_state(), tmp / f"rng-{rank}.pt")
+        if fsdp:
+            accelerator.save_state(str(tmp / "accelerate"))
+        elif main:
+            ckpt.save_weights(accelerator.unwrap_model(model), tmp / ckpt.WEIGHTS)
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        accelerator.wait_for_everyone()
+        if main:
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            ckpt.finalize(ckpt_root, step, {"step": step, "run_hash": run_hash, "counters": counters,
+                                            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                          keep=cfg.keep_checkpoints)
+        accelerator.wait_for_everyone()
+
+    # loop ----------------------------------------------------------------------------------
+    model.train()
+    segment_start = time.monotonic()
+    wall_base = counters["wall_time_s"]
+    if start_step == 0 and data.eval:
+        initial = evaluate()
+        log_record({"step": 0, "eval_loss": initial})
+        say(f"eval loss before training: {initial:.4f}")
+    bar = _progress_bar(total_steps, start_step, enabled=progress and main)
+    params = [p for p in model.parameters() if p.requires_grad]
+    step = start_step
+    for step in range(start_step, total_steps):
+        t0 = time.monotonic()
+        group = plan.step_batches(step)
+        mine = group[rank::world]
+        n_target = sum(batching.target_tokens(mb, data.train) for mb in group)
+        local = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss sum, tokens, padding
+        for j, mb in enumerate(mine):
+            batch = _to_device(batching.collate(mb, data.train, pad_id, cfg.batching == "pack"), accelerator.device)
+            real, pad = batching.batch_shape(mb, plan.lengths)
+            sync = j == len(mine) - 1
+            with nullcontext() if sync else accelerator.no_sync(model):
+                loss_sum, _n = response_loss(model, batch)
+                # sum over tokens / tokens of the whole step; x world because DDP/FSDP average
+                accelerator.backward(loss_sum * (world / n_target))
+            local += torch.tensor([loss_sum.item(), real, pad], dtype=torch.float64, device=accelerator.device)
+        grad_norm = None
+        if cfg.max_grad_norm:
+            grad_norm = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        summed = accelerator.reduce(local, reduction="sum") if world > 1 else local
+        dt = time.monotonic() - t0
+        loss = float(summed[0]) / n_target
+        tokens = int(summed[1])
+        counters["tokens"] += tokens
+        counters["target_tokens"] += n_target
+        counters["padding_tokens"] += int(summed[2])
+        counters["train_time_s"] += dt
+        counters["wall_time_s"] = wall_base + time.monotonic() - segment_start
+        done = step + 1
+        rec = {"step": done, "epoch": round(plan.epoch_float(step) + 1 / max(1, plan.steps_in_epoch(plan.locate(step)[0])), 4),
+               "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "target_tokens": n_target,
+               "tokens_per_s": tokens / dt if dt > 0 else None}
+        if done % cfg.log_every == 0 or done == total_steps:
+            log_record(rec)
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / dt:.0f}", lr=f"{lr:.2e}", refresh=False)
+        bar.update(1)
+        if data.eval and cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps:
+            ev = evaluate()
+            log_record({"step": done, "eval_loss": ev})
+            bar.write(f"step {done}: eval loss {ev:.4f}") if main else None
+        if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
+            counters["wall_time_s"] = wall_base + time.monotonic() - segment_start
+            save_checkpoint(done)
+        if stop_after_step is not None and done >= stop_after_step and done < total_steps:
+            bar.close()
+            return RunResult(run_dir, False, resumed_from=resumed_from)
+    bar.close()
+
+    # finish --------------------------------------------------------------------------------
+    final_eval = evaluate()
+    if final_eval is not None:
+        log_record({"step": total_steps, "eval_loss": final_eval})
+    counters["wall_time_s"] = wall_base + time.monotonic() - segment_start
+    adapter_dir = run_dir / "adapter"
+    state_dict = accelerator.get_state_dict(model) if fsdp else None
+    if main:
+        tmp = run_dir / ".adapter-tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        unwrapped = accelerator.unwrap_model(model)
+        kwargs = {"state_dict": state_dict} if state_dict is not None else {}
+        unwrapped.save_pretrained(str(tmp), safe_serialization=True, **kwargs)
+        if adapter_dir.exists():
+            shutil.rmtree(adapter_dir)
+        os.rename(tmp, adapter_dir)
+        summary = _summary(history, counters, cfg, plan, total_steps, trainable, world, accelerator, final_eval)
+        summary.update(run_hash=run_hash, run_dir=str(run_dir))
+        ckpt.write_json_atomic(run_dir / "metrics.json", summary)
+        try:
+            from training.plots import plot_loss_curves
+
+            plot_loss_curves(history, run_dir / "loss.png", f"{job.name} ({job.category}) on {base_dir.name}")
+        except Exception as exc:  # a plot must never lose a finished run
+            say(f"warning: could not draw loss.png: {exc}")
+        ckpt.write_json_atomic(result_path, summary)  # written last: marks the run finished
+        say(f"finished: train loss {summary['train_loss']:.4f}, eval loss {summary['eval_loss']}, "
+            f"{summary['tokens_per_s']:.0f} tokens/s, {summary['wall_time_s']:.0f} s; adapter {adapter_dir}")
+        manifest = _publish_if_asked(job, run_dir, summary, base, registry_url, cfg, say)
+    else:
+        summary, manifest = {}, None
+    accelerator.wait_for_everyone()
+    return RunResult(run_dir, True, adapter_dir, summary, manifest, resumed_from)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+def _eval_batches(examples: list[Example], batch_size: int) -> list[batching.MicroBatch]:
+    order = sorted(range(len(examples)), key=lambda i: (-examples[i].length, i))
+    return [[[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+    return out
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _summary(history, counters, cfg, plan, total_steps, trainable, world, accelerator, final_eval) -> dict[str, Any]:
+    losses = [r["loss"] for r in history if "loss" in r]
+    evals = [r["eval_loss"] for r in history if "eval_loss" in r]
+    tail = losses[-max(1, min(10, len(losses) // 5 or 1)):]
+    return {
+        "steps": total_steps,
+        "epochs": round(plan.epoch_float(total_steps - 1) + 1 / max(1, plan.steps_in_epoch(plan.locate(total_steps - 1)[0])), 4),
+        "train_loss": sum(tail) / len(tail) if tail else None,
+        "train_loss_first": losses[0] if losses else None,
+        "eval_loss": final_eval,
+        "eval_loss_initial": evals[0] if evals else None,
+        "tokens": counters["tokens"],
+        "target_tokens": counters["target_tokens"],
+        "padding_fraction": counters["padding_tokens"] / max(1, counters["tokens"] + counters["padding_tokens"]),
+        "train_time_s": counters["train_time_s"],
+        "wall_time_s": counters["wall_time_s"],
+        "tokens_per_s": counters["tokens"] / max(1e-9, counters["train_time_s"]),
+        "trainable_parameters": trainable,
+        "world_size": world,
+        "device": str(accelerator.device),
+        "torch_threads": torch.get_num_threads(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _publish_if_asked(job: TrainJob, run_dir: Path, summary: dict[str, Any], base, registry_url: str,
+                      cfg: TrainConfig, say) -> Manifest | None:
+    from training.publish import publish_run
+
+    if not job.publish:
+        say(f"not published (--no-publish); the adapter is in {run_dir / 'adapter'}")
+        return None
+    try:
+        return publish_run(job, run_dir, summary, base, registry_url, cfg, say)
+    except RegistryError as exc:
+        raise TrainError(f"training finished but publishing failed: {exc.message}. The adapter is in "
+                         f"{run_dir / 'adapter'}; re-run the same command to publish it") from exc
