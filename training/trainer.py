@@ -185,9 +185,11 @@ def train(
     from accelerate.utils import DistributedType, set_seed
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from bioinstruct.model import BaseModelError, inspect_base_model
 
+    hf_logging.disable_progress_bar()  # our own bar is the one that matters
     cfg = job.config
     core = CoreSettings()
     base_dir = Path(cfg.base_model).expanduser().resolve() if cfg.base_model else core.base_model_dir
@@ -201,7 +203,11 @@ def train(
         raise TrainError(str(exc)) from exc
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    accelerator = accelerate.Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.precision])
+    # several processes (torchrun / accelerate launch) without a GPU: DDP over gloo on CPU
+    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    accelerator = accelerate.Accelerator(
+        mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.precision], cpu=cpu_ddp,
+    )
     if cfg.deterministic and accelerator.device.type == "cuda":  # CPU kernels are deterministic already
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
