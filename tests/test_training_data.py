@@ -19,7 +19,7 @@ def _record(i: int, words: int = 5, category: str = "QA", output: str | None = N
     instruction, input_text = qa_task(f"Does drug {i} lower blood pressure?", ["context " * words], ["yes", "no", "maybe"])
     return {"id": f"syn:{i}", "instruction": instruction, "input": input_text,
             "output": output or ["yes", "no", "maybe"][i % 3], "category": category,
-            "provenance": {"source": "test", "item_id": str(1000 + i)}}
+            "provenance": {"source": "test", "item": str(1000 + i)}}
 
 
 def _write(path: Path, records: list[dict]) -> Path:
@@ -101,7 +101,7 @@ def test_split_exclusion_filter_and_overlong(tokenizer, tmp_path):
     records.append(_record(100, category="IE"))
     data_file = _write(tmp_path / "d.jsonl", records)
     excluded = tmp_path / "dev_ids.txt"
-    excluded.write_text("1003\nsyn:4\n")  # by provenance item_id and by record id
+    excluded.write_text("1003\nsyn:4\n")  # by provenance item (e.g. a PMID) and by record id
     kwargs = dict(max_length=256, eval_fraction=0.1, eval_max_examples=100, exclude_ids_file=excluded, category="QA")
     data = load_training_data(tokenizer, [data_file], overlong="drop", **kwargs)
     ids = [e.id for e in data.train] + [e.id for e in data.eval]

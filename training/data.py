@@ -122,9 +122,11 @@ def read_exclude_ids(path: Path | None) -> set[str]:
 
 
 def record_keys(record: InstructionRecord) -> set[str]:
-    """The ids a record can be excluded by: its id, the part after its last ':', provenance ids."""
+    """The ids a record can be excluded by: its id, the part after its last ':', and the source
+    item id in its provenance ("item", "item_id", "id" or "pmid"; converters record the dataset's
+    own id there, e.g. the PMID of a PubMedQA record)."""
     keys = {record.id, record.id.rsplit(":", 1)[-1]}
-    for key in ("item_id", "id", "pmid"):
+    for key in ("item", "item_id", "id", "pmid"):
         value = record.provenance.get(key)
         if value is not None:
             keys.add(str(value))
