@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: sys.exit(0))
         uvicorn.run(create_app(settings, core=core), host=settings.host, port=settings.port,
-                    log_level=log_level, timeout_graceful_shutdown=30)
+                    log_level=log_level, timeout_graceful_shutdown=int(settings.shutdown_grace_s))
 
     @app.command("engine")
     def engine() -> None:

@@ -52,6 +52,9 @@ class ServiceSettings(BaseSettings):
     # Registry reconciliation: how often to look for alias changes by other processes.
     poll_interval_s: float = 1.0
     drain_timeout_s: float = 300.0
+    # On SIGTERM: how long requests already running may take to finish before the
+    # gateway stops (keep terminationGracePeriodSeconds above it in Kubernetes).
+    shutdown_grace_s: float = 30.0
     engine_request_timeout_s: float = 600.0
 
     @field_validator("api_keys", mode="before")

@@ -9,8 +9,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health/live", summary="The gateway process answers")
-async def live() -> dict[str, str]:
+@router.get("/health/live", summary="The gateway answers and its engine has not failed for good",
+            responses={503: {"description": "The engine could not be started: restart the pod"}})
+async def live(request: Request):
+    gateway = getattr(request.app.state, "gateway", None)
+    if gateway is not None and gateway.supervisor.state == "failed":
+        return JSONResponse({"status": "failed", "error": (gateway.supervisor.last_error or "")[:500]},
+                            status_code=503)
     return {"status": "alive"}
 
 
