@@ -1,0 +1,257 @@
+"""Comparison 2: the cost of LoRA on the CPU engine, and what closes it.
+
+One vLLM engine configuration at a time (requests go to the engine directly; the gateway's
+own cost is comparison 1). In each, several workloads take turns within every repeat:
+the base model, one adapter, requests spread over three adapters, and adapters of other
+ranks and target modules. Engine configurations:
+
+- `plain`: vLLM without --enable-lora (the base model's ceiling)
+- `default`: what the gateway starts (max_loras 4, max_lora_rank 16)
+- `max_loras1`: one adapter slot per batch (vLLM's default)
+- `rank8`: max_lora_rank 8
+- `attn_only`: --lora-target-modules qkv_proj o_proj (LoRA layers only where our adapters have weights)
+- `rank8_attn`: both
+- `merged`: one adapter merged into the base weights (peft merge_and_unload), plain vLLM
+
+All at concurrency 32, fixed output length, greedy.
+
+    bioinstruct bench adapters          # or: python -m bench.adapters
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+
+from bench import common as C
+
+
+@dataclass
+class EngineConfig:
+    name: str
+    label: str
+    lora: bool = True
+    settings: dict[str, Any] = field(default_factory=dict)
+    merged: str | None = None  # adapter key whose merged weights the engine serves
+    workloads: list[str] = field(default_factory=list)
+
+
+# adapter key -> (seed, rank, targets)
+ADAPTERS: dict[str, tuple[int, int, tuple[str, ...]]] = {
+    "r8-qkvo-1": (1, 8, C.DEFAULT_TARGETS),
+    "r8-qkvo-2": (2, 8, C.DEFAULT_TARGETS),
+    "r8-qkvo-3": (3, 8, C.DEFAULT_TARGETS),
+    "r16-qkvo": (4, 16, C.DEFAULT_TARGETS),
+    "r4-qkvo": (5, 4, C.DEFAULT_TARGETS),
+    "r8-qv": (6, 8, ("q_proj", "v_proj")),
+    "r8-all": (7, 8, C.ALL_LINEAR),
+}
+
+# workload -> adapter keys used in turn ("base": the served model itself)
+WORKLOADS: dict[str, list[str]] = {
+    "base": ["base"],
+    "1 adapter": ["r8-qkvo-1"],
+    "3 adapters": ["r8-qkvo-1", "r8-qkvo-2", "r8-qkvo-3"],
+    "1 adapter r4": ["r4-qkvo"],
+    "1 adapter r16": ["r16-qkvo"],
+    "1 adapter q,v": ["r8-qv"],
+    "1 adapter all-linear": ["r8-all"],
+}
+
+ATTN = ["--lora-target-modules", "qkv_proj", "o_proj"]
+CONFIGS = [
+    EngineConfig("plain", "vLLM without LoRA", lora=False, workloads=["base"]),
+    EngineConfig("default", "max_loras 4, max_lora_rank 16 (gateway default)",
+                 workloads=["base", "1 adapter", "3 adapters", "1 adapter r4", "1 adapter r16", "1 adapter q,v",
+                            "1 adapter all-linear"]),
+    EngineConfig("max_loras1", "max_loras 1", settings={"max_loras": 1, "max_cpu_loras": 4},
+                 workloads=["1 adapter", "3 adapters"]),
+    EngineConfig("rank8", "max_lora_rank 8", settings={"max_lora_rank": 8},
+                 workloads=["1 adapter", "3 adapters", "1 adapter r4"]),
+    EngineConfig("attn_only", "--lora-target-modules qkv_proj o_proj", settings={"extra_args": ATTN},
+                 workloads=["base", "1 adapter", "3 adapters"]),
+    EngineConfig("rank8_attn", "max_lora_rank 8 + target modules qkv_proj o_proj",
+                 settings={"max_lora_rank": 8, "extra_args": ATTN}, workloads=["1 adapter", "3 adapters"]),
+    EngineConfig("merged", "adapter r8-qkvo-1 merged into the base weights, vLLM without LoRA", lora=False,
+                 merged="r8-qkvo-1", workloads=["base"]),
+]
+
+
+def _adapter(key: str) -> Path:
+    seed, rank, targets = ADAPTERS[key]
+    return C.make_lora(seed, rank, targets)
+
+
+def run(configs: list[str] | None = None, repeats: int = 3, concurrency: int = 32, requests: int = 64,
+        max_tokens: int = 32, out: Path | None = None) -> Path:
+    C.setup_env()
+    out = C.run_dir("adapters", out)
+    logs = out / "logs"
+    machine = C.machine_info()
+    chosen = [c for c in CONFIGS if not configs or c.name in configs]
+    C.log(f"adapter-mix comparison ({', '.join(c.name for c in chosen)}) → {out}; load {machine['loadavg_start']}")
+    prompts = C.load_prompts(64)
+    runs: list[dict[str, Any]] = []
+    t_start = time.time()
+    for cfg in chosen:
+        model_dir = C.merge_lora(_adapter(cfg.merged)) if cfg.merged else None
+        needed = sorted({k for w in cfg.workloads for k in WORKLOADS[w] if k != "base"})
+        folders = {k: _adapter(k) for k in needed}
+        C.log(f"engine {cfg.name}: {cfg.label}")
+        t0 = time.monotonic()
+        with C.running_engine(model_dir, lora=cfg.lora, log_dir=logs, **cfg.settings) as engine:
+            startup = time.monotonic() - t0
+            url = engine.base_url
+            with httpx.Client(base_url=url, timeout=300) as client:
+                for key, folder in folders.items():
+                    r = client.post("/v1/load_lora_adapter", json={"lora_name": key, "lora_path": str(folder)})
+                    r.raise_for_status()
+            C.warm(url, [k for k in ["base", *folders]], prompts[0])
+            with C.progress() as bar:
+                task = bar.add_task(cfg.name, total=repeats * len(cfg.workloads) * requests)
+                for rep in range(repeats):
+                    k = rep % len(cfg.workloads)
+                    for w in cfg.workloads[k:] + cfg.workloads[:k]:
+                        bar.update(task, description=f"{cfg.name} rep {rep + 1}/{repeats}: {w}")
+                        bodies = C.completion_bodies(prompts, WORKLOADS[w], requests, max_tokens, offset=rep * 5)
+                        la = C.loadavg()[0]
+                        res, dur = asyncio.run(C.closed_loop(f"{url}/v1/completions", bodies, concurrency,
+                                                             on_done=lambda t=task: bar.advance(t)))
+                        st = C.level_stats(res, concurrency, dur)
+                        if st.failed:
+                            C.log(f"[yellow]{cfg.name}/{w}: {st.failed} failed: {st.errors}[/yellow]")
+                        runs.append({"config": cfg.name, "workload": w, "repeat": rep, "loadavg_before": la,
+                                     "engine_start_s": round(startup, 1), **st.as_dict()})
+        C.log(f"engine {cfg.name} done; load {C.loadavg()}")
+    report = aggregate(runs, chosen)
+    report.update(machine=machine, command=C.current_command(), runs=runs, config={
+        "configs": [{"name": c.name, "label": c.label, "lora": c.lora, "settings": c.settings, "merged": c.merged,
+                     "workloads": c.workloads} for c in chosen],
+        "adapters": {k: {"seed": s, "rank": r, "targets": list(t)} for k, (s, r, t) in ADAPTERS.items()},
+        "repeats": repeats, "concurrency": concurrency, "requests": requests, "max_tokens": max_tokens,
+        "seconds": round(time.time() - t_start, 1)})
+    report["plots"] = plot(out, report)
+    C.write_report(out, "adapters", report, markdown)
+    C.log(f"done: {out / 'adapters.md'}")
+    return out
+
+
+def aggregate(runs: list[dict[str, Any]], chosen: list[EngineConfig]) -> dict[str, Any]:
+    rows = []
+    for cfg in chosen:
+        for w in cfg.workloads:
+            rs = [r for r in runs if r["config"] == cfg.name and r["workload"] == w]
+            rows.append({"config": cfg.name, "label": cfg.label, "workload": w,
+                         "failed": sum(r["failed"] for r in rs),
+                         **{k: C.summary([r[k] for r in rs]) for k in ("out_tok_per_s", "req_per_s", "p50_ms",
+                                                                        "p99_ms")}})
+
+    def med(config: str, workload: str) -> float | None:
+        for row in rows:
+            if row["config"] == config and row["workload"] == workload:
+                return row["out_tok_per_s"]["median"]
+        return None
+
+    def paired(config: str, a: str, b: str) -> dict[str, Any]:
+        """Median over repeats of a/b measured in the same repeat of the same engine."""
+        ra = {r["repeat"]: r["out_tok_per_s"] for r in runs if r["config"] == config and r["workload"] == a}
+        rb = {r["repeat"]: r["out_tok_per_s"] for r in runs if r["config"] == config and r["workload"] == b}
+        return C.summary([C.ratio(ra[i], rb[i]) for i in ra if i in rb])
+
+    one_default = med("default", "1 adapter")
+    plain = med("plain", "base")
+    for row in rows:
+        row["vs_default_1_adapter"] = C.ratio(row["out_tok_per_s"]["median"], one_default)
+        row["vs_plain_base"] = C.ratio(row["out_tok_per_s"]["median"], plain)
+    mixes = {cfg.name: paired(cfg.name, "3 adapters", "1 adapter") for cfg in chosen
+             if {"3 adapters", "1 adapter"} <= set(cfg.workloads)}
+    lora_cost = {cfg.name: paired(cfg.name, "1 adapter", "base") for cfg in chosen
+                 if {"base", "1 adapter"} <= set(cfg.workloads)}
+    targets = []
+    if "default" in mixes:
+        m = mixes["default"]["median"]
+        targets.append({"target": "3 mixed adapters >= 90% of one adapter's throughput (gateway's engine settings)",
+                        "value": m, "met": bool(m is not None and m >= 0.9)})
+    return {"rows": rows, "mix_ratio": mixes, "one_adapter_vs_base": lora_cost, "targets": targets}
+
+
+def markdown(rep: dict[str, Any]) -> str:
+    cfg, m = rep["config"], rep["machine"]
+    lines = [
+        "# Adapter mix and the LoRA cost on the CPU engine",
+        "",
+        f"- command: `{rep['command']}`",
+        f"- machine: {C.machine_line(m)}",
+        f"- workload: engine directly, concurrency {cfg['concurrency']}, {cfg['requests']} requests per run, "
+        f"{cfg['max_tokens']} output tokens (min = max, EOS ignored), greedy; 64 MEDIQA-QS questions",
+        "- adapters: random peft LoRA, alpha = 2 x rank; `r8-qkvo-N`: rank 8 on q/k/v/o_proj (training/ default)",
+        f"- {cfg['repeats']} repeats per engine, workloads interleaved; median (min–max) over repeats; "
+        f"{cfg['seconds']:.0f} s",
+        "",
+        "| engine | workload | output tok/s | req/s | p50 ms | p99 ms | vs default engine, 1 adapter | vs vLLM without LoRA |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rep["rows"]:
+        lines.append(
+            f"| {row['config']} ({row['label']}) | {row['workload']} | {C.fmt_summary(row['out_tok_per_s'], 1)} | "
+            f"{C.fmt_summary(row['req_per_s'], 2)} | {C.fmt_summary(row['p50_ms'], 0)} | "
+            f"{C.fmt_summary(row['p99_ms'], 0)} | {C.fmt(row['vs_default_1_adapter'], 2)} | "
+            f"{C.fmt(row['vs_plain_base'], 2)} |")
+    lines += ["", "Paired ratios (same engine, same repeat), median (min–max):", "",
+              "| engine | 3 adapters / 1 adapter | 1 adapter / base |", "|---|---|---|"]
+    names = sorted(set(rep["mix_ratio"]) | set(rep["one_adapter_vs_base"]),
+                   key=lambda n: [c["name"] for c in cfg["configs"]].index(n))
+    for name in names:
+        lines.append(f"| {name} | {C.fmt_summary(rep['mix_ratio'].get(name, {}), 3)} | "
+                     f"{C.fmt_summary(rep['one_adapter_vs_base'].get(name, {}), 3)} |")
+    lines += ["", "Targets:", ""]
+    for t in rep["targets"]:
+        lines.append(f"- {'MET' if t['met'] else 'NOT MET'}: {t['target']} — measured {C.fmt(t['value'], 3)}")
+    for p in rep.get("plots", []):
+        lines += ["", f"![{p}]({p})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(out: Path, rep: dict[str, Any]) -> list[str]:
+    plt = C.plt()
+    rows = rep["rows"]
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.5))
+    labels = [f"{r['config']}: {r['workload']}" for r in rows][::-1]
+    med = [r["out_tok_per_s"]["median"] for r in rows][::-1]
+    lo = [r["out_tok_per_s"]["median"] - r["out_tok_per_s"]["min"] for r in rows][::-1]
+    hi = [r["out_tok_per_s"]["max"] - r["out_tok_per_s"]["median"] for r in rows][::-1]
+    ax.barh(range(len(rows)), med, xerr=[lo, hi], capsize=3, color="tab:blue")
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.set_xlabel(f"output tokens / s (concurrency {rep['config']['concurrency']}), median and min–max")
+    fig.tight_layout()
+    fig.savefig(out / "adapters.png", dpi=110)
+    plt.close(fig)
+    return ["adapters.png"]
+
+
+def command(
+    configs: str = typer.Option("", help="Engine configurations, comma-separated (default all: "
+                                + ", ".join(c.name for c in CONFIGS) + ")"),
+    repeats: int = typer.Option(3, min=1),
+    concurrency: int = typer.Option(32, min=1),
+    requests: int = typer.Option(64, min=1, help="Requests per run"),
+    max_tokens: int = typer.Option(32, min=1),
+    out: Path = typer.Option(None, help="Report folder (default reports/bench/adapters-<time>)"),
+) -> None:
+    """Base vs one adapter vs three mixed; engine settings, rank, target modules, merged weights."""
+    names = [c.strip() for c in configs.split(",") if c.strip()] or None
+    unknown = set(names or []) - {c.name for c in CONFIGS}
+    if unknown:
+        raise typer.BadParameter(f"unknown configs {sorted(unknown)}")
+    path = run(names, repeats, concurrency, requests, max_tokens, out)
+    print((path / "adapters.md").read_text())
+
+
+if __name__ == "__main__":
+    typer.run(command)

@@ -1,0 +1,150 @@
+"""Comparison 4 with repeats: `bench/dedup.py` (bulk ROUGE-L dedup vs a rouge-score loop, by
+the generation engineer) run several times, with medians and spreads, a plot, and one more
+check of identical decisions at the sizes where the loop is extrapolated.
+
+`bench/dedup.py` runs the rouge-score loop in full up to --baseline-max texts (1k) and
+compares every decision; above that it extrapolates the loop's time from its measured time
+per scored pair. Since a decision is a function of ROUGE-L scores against earlier texts,
+here the bulk scores (`generation.dedup.rouge_l_matrix`, the rapidfuzz path the deduper
+uses) are also compared bit for bit with rouge-score's on random pairs drawn from the
+texts at every size.
+
+    bioinstruct bench dedup             # single run without repeats: python -m bench.dedup
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from bench import common as C
+
+
+def score_check(texts: list[str], rows: int = 200, cols: int = 100, seed: int = 0) -> dict[str, Any]:
+    from rouge_score import rouge_scorer
+
+    from generation.dedup import rouge_l_matrix
+
+    rng = random.Random(seed)
+    a = rng.sample(texts, min(rows, len(texts)))
+    b = rng.sample(texts, min(cols, len(texts)))
+    bulk = rouge_l_matrix(a, b)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    same = 0
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            # rouge_l_matrix(targets, predictions)[i, j] == score(target=x, prediction=y)
+            same += bulk[i, j] == scorer.score(x, y)["rougeL"].fmeasure
+    return {"pairs": len(a) * len(b), "bit_identical": same}
+
+
+def run(sizes: list[int], repeats: int = 3, baseline_max: int = 1000, out: Path | None = None) -> Path:
+    from bench.dedup import benchmark_texts, run_dedup_bench
+
+    C.setup_env()
+    out = C.run_dir("dedup", out)
+    machine = C.machine_info()
+    C.log(f"dedup comparison (bench/dedup.py x {repeats}) → {out}; load {machine['loadavg_start']}")
+    t_start = time.time()
+    results = []
+    for rep in range(repeats):
+        results.append(run_dedup_bench(tuple(sizes), baseline_max=baseline_max, out_dir=out / f"rep-{rep + 1}"))
+        C.log(f"repeat {rep + 1} done; load {C.loadavg()}")
+    texts = benchmark_texts(C.CoreSettings().data_dir, max(sizes))
+    checks = {n: score_check(texts[:n], seed=n) for n in sizes}
+    rows = []
+    for n in sorted(sizes):
+        rs = [next(r for r in res["rows"] if r["texts"] == n) for res in results]
+        rows.append({
+            "texts": n, "kept": rs[0]["kept"], "pairs_scored": rs[0]["pairs_scored"],
+            "fast_s": C.summary([r["fast_s"] for r in rs]),
+            "baseline_s": C.summary([r.get("baseline_s") for r in rs]),
+            "baseline": rs[0].get("baseline"), "speedup": C.summary([r.get("speedup") for r in rs]),
+            "identical_decisions": [r.get("identical_decisions") for r in rs],
+            "score_check": checks[n],
+        })
+    slowest = min((r["speedup"]["median"] or 0) for r in rows)
+    identical = all(all(x is not False for x in r["identical_decisions"]) for r in rows) and all(
+        r["score_check"]["bit_identical"] == r["score_check"]["pairs"] for r in rows)
+    report = {
+        "machine": machine, "command": C.current_command(), "rows": rows,
+        "per_pair_us": C.summary([(res["baseline_s_per_pair"] or 0) * 1e6 for res in results]),
+        "config": {"sizes": sizes, "repeats": repeats, "baseline_max": baseline_max,
+                   "seconds": round(time.time() - t_start, 1)},
+        "targets": [{"target": "dedup >= 100x rouge-score with identical decisions", "value": slowest,
+                     "met": bool(slowest >= 100 and identical)}],
+    }
+    report["plots"] = plot(out, report)
+    C.write_report(out, "dedup", report, markdown)
+    C.log(f"done: {out / 'dedup.md'}")
+    return out
+
+
+def markdown(rep: dict[str, Any]) -> str:
+    cfg, m = rep["config"], rep["machine"]
+    lines = [
+        "# ROUGE-L dedup: bulk (generation/dedup.py) vs a rouge-score loop",
+        "",
+        f"- command: `{rep['command']}` (runs `bench/dedup.py` {cfg['repeats']} times)",
+        f"- machine: {C.machine_line(m)}",
+        "- texts: instruction-length questions and sentences from the shared data (10% edited near-copies), "
+        "threshold 0.7, Self-Instruct's sequential rule; bulk path: `RougeDeduper` (rapidfuzz, 2 threads)",
+        f"- rouge-score loop measured in full up to {cfg['baseline_max']:,} texts (every decision compared); above, "
+        f"its time = pairs it scores x its measured time per pair ({C.fmt_summary(rep['per_pair_us'], 1)} µs)",
+        f"- median (min–max) of {cfg['repeats']} repeats; {cfg['seconds']:.0f} s",
+        "",
+        "| texts | kept | pairs scored | bulk (s) | rouge-score loop (s) | speedup | decisions identical | "
+        "bulk scores = rouge-score (random pairs) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rep["rows"]:
+        ident = r["identical_decisions"]
+        ident_s = ("yes (all compared)" if all(ident) else "NO") if None not in ident else "not run (extrapolated)"
+        sc = r["score_check"]
+        lines.append(f"| {r['texts']:,} | {r['kept']:,} | {r['pairs_scored']:,} | {C.fmt_summary(r['fast_s'], 3)} | "
+                     f"{C.fmt_summary(r['baseline_s'], 1)}{' (extrapolated)' if r['baseline'] == 'extrapolated' else ''}"
+                     f" | {C.fmt_summary(r['speedup'], 0)}x | {ident_s} | {sc['bit_identical']:,}/{sc['pairs']:,} |")
+    lines += ["", "Targets:", ""]
+    for t in rep["targets"]:
+        lines.append(f"- {'MET' if t['met'] else 'NOT MET'}: {t['target']} — smallest median speedup "
+                     f"{C.fmt(t['value'], 0)}x")
+    for p in rep.get("plots", []):
+        lines += ["", f"![{p}]({p})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(out: Path, rep: dict[str, Any]) -> list[str]:
+    plt = C.plt()
+    rows = rep["rows"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    n = [r["texts"] for r in rows]
+    ax.plot(n, [r["fast_s"]["median"] for r in rows], "o-", label="bulk (generation/dedup.py)")
+    ax.plot(n, [r["baseline_s"]["median"] for r in rows], "s--", label="rouge-score loop (measured, then extrapolated)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("texts")
+    ax.set_ylabel("seconds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "dedup.png", dpi=110)
+    plt.close(fig)
+    return ["dedup.png"]
+
+
+def command(
+    sizes: str = typer.Option("1000,5000,25000", help="Numbers of texts"),
+    repeats: int = typer.Option(3, min=1),
+    baseline_max: int = typer.Option(1000, help="Run the rouge-score loop in full up to this many texts"),
+    out: Path = typer.Option(None, help="Report folder (default reports/bench/dedup-<time>)"),
+) -> None:
+    """Bulk ROUGE-L dedup vs a rouge-score loop at 1k/5k/25k texts (bench/dedup.py, repeated)."""
+    path = run([int(x) for x in sizes.split(",") if x.strip()], repeats, baseline_max, out)
+    print((path / "dedup.md").read_text())
+
+
+if __name__ == "__main__":
+    typer.run(command)

@@ -1,0 +1,251 @@
+"""Comparison 1: multi-adapter serving, side by side.
+
+The same prompts, the same 3 LoRA adapters (requests spread over them in turn) and the same
+output length (min_tokens = max_tokens, EOS ignored, greedy), served by
+  (a) our gateway (`bioinstruct serve`, its own process, attached to the engine below),
+  (b) the vLLM engine directly (the same engine process the gateway uses),
+  (c) a plain transformers + peft server (bench/hf_server.py: one request at a time,
+      `set_adapter` per request).
+Closed-loop load at each concurrency level; the three servers take turns within every
+repeat (the order rotates), so background load falls on all of them alike.
+
+Also the gateway's own overhead: pairs of 1-token requests at concurrency 1, alternating
+gateway / engine, p50 difference.
+
+    bioinstruct bench serving            # or: python -m bench.serving
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from bench import common as C
+
+TARGETS = ("gateway", "engine", "hf")
+LABELS = {"gateway": "gateway (ours)", "engine": "vLLM engine direct", "hf": "transformers+peft server"}
+
+
+def _requests(target: str, level: int, hf_requests: int) -> int:
+    return hf_requests if target == "hf" else max(16, 2 * level)
+
+
+async def _overhead_pairs(gw: str, eng: str, prompts: list[str], refs: dict[str, str], n: int) -> dict[str, Any]:
+    """n alternating (gateway, engine) 1-token requests at concurrency 1; latencies in ms."""
+    g, e = [], []
+    aliases = list(refs)
+    async with C.session(1) as s:
+        for i in range(n):
+            alias = aliases[i % len(aliases)]
+            body = {"prompt": prompts[i % len(prompts)], "max_tokens": 1, "temperature": 0.0}
+            pair = [("gw", f"{gw}/v1/completions", alias), ("eng", f"{eng}/v1/completions", refs[alias])]
+            if i % 2:
+                pair.reverse()
+            for who, url, model in pair:
+                r = await C.post_completion(s, url, {**body, "model": model})
+                if r.ok:
+                    (g if who == "gw" else e).append(r.latency * 1000)
+    return {"gateway_p50_ms": C.percentile(g, 50), "engine_p50_ms": C.percentile(e, 50),
+            "overhead_p50_ms": (C.percentile(g, 50) or 0) - (C.percentile(e, 50) or 0),
+            "gateway_mean_ms": statistics.fmean(g) if g else None,
+            "engine_mean_ms": statistics.fmean(e) if e else None, "pairs": min(len(g), len(e))}
+
+
+def run(levels: list[int], repeats: int = 3, max_tokens: int = 32, hf_requests: int = 16,
+        overhead_pairs: int = 60, skip_hf: bool = False, out: Path | None = None) -> Path:
+    C.setup_env()
+    out = C.run_dir("serving", out)
+    logs = out / "logs"
+    machine = C.machine_info()
+    C.log(f"serving comparison → {out}; load average {machine['loadavg_start']}")
+    prompts = C.load_prompts(64)
+    adapters = {f"a{i}": C.make_lora(i) for i in (1, 2, 3)}
+    registry = out / "registry"
+    refs = C.publish_adapters(registry, adapters)  # alias -> bench-aN@1
+    models = {"gateway": list(refs), "engine": [refs[a] for a in refs], "hf": list(refs)}
+    targets = [t for t in TARGETS if not (skip_hf and t == "hf")]
+    runs: list[dict[str, Any]] = []
+    overhead: list[dict[str, Any]] = []
+    t_start = time.time()
+    hf_cm = C.running_hf_server(adapters, logs) if not skip_hf else None
+    with C.running_engine(log_dir=logs) as engine, \
+            C.running_gateway(engine.base_url, registry, logs) as gw:
+        urls = {"gateway": gw, "engine": engine.base_url}
+        with hf_cm or contextlib.nullcontext() as hf:
+            if hf:
+                urls["hf"] = hf
+            for t in targets:
+                C.warm(urls[t], models[t], prompts[0])
+            total = sum(_requests(t, lv, hf_requests) for t in targets for lv in levels) * repeats
+            with C.progress() as bar:
+                task = bar.add_task("serving", total=total)
+                for rep in range(repeats):
+                    for lv in levels:
+                        order = targets[rep % len(targets):] + targets[:rep % len(targets)]
+                        for t in order:
+                            n = _requests(t, lv, hf_requests)
+                            bodies = C.completion_bodies(prompts, models[t], n, max_tokens, offset=rep * 7 + lv)
+                            bar.update(task, description=f"rep {rep + 1}/{repeats} c={lv} {t}")
+                            la = C.loadavg()[0]
+                            res, dur = asyncio.run(C.closed_loop(f"{urls[t]}/v1/completions", bodies, lv,
+                                                                 on_done=lambda t=task: bar.advance(t)))
+                            st = C.level_stats(res, lv, dur)
+                            runs.append({"repeat": rep, "target": t, **st.as_dict(), "loadavg_before": la,
+                                         "served_models": sorted({r.model or "?" for r in res})})
+                            if st.failed:
+                                C.log(f"[yellow]{t} c={lv}: {st.failed} failed: {st.errors}[/yellow]")
+                    o = asyncio.run(_overhead_pairs(gw, engine.base_url, prompts, refs, overhead_pairs))
+                    o["repeat"] = rep
+                    overhead.append(o)
+                    C.log(f"repeat {rep + 1}: gateway overhead p50 {o['overhead_p50_ms']:.2f} ms; "
+                          f"load {C.loadavg()}")
+    report = aggregate(runs, overhead, levels, targets)
+    report.update(machine=machine, config={
+        "levels": levels, "repeats": repeats, "max_tokens": max_tokens, "hf_requests_per_level": hf_requests,
+        "engine_requests_per_level": "max(16, 2 x concurrency)", "adapters": {a: str(p) for a, p in adapters.items()},
+        "adapter_recipe": "random peft LoRA, r=8, alpha=16, q/k/v/o_proj (training/ defaults)",
+        "prompts": "64 MEDIQA-QS 2021 test questions, <= 300 chars, chat template", "overhead_pairs": overhead_pairs,
+        "engine": "EngineSettings() defaults: max_loras 4, max_cpu_loras 8, max_lora_rank 16, prefix caching",
+        "seconds": round(time.time() - t_start, 1)},
+        command=C.current_command(), runs=runs, overhead=overhead)
+    report["plots"] = plot(out, report)
+    C.write_report(out, "serving", report, markdown)
+    C.log(f"done: {out / 'serving.md'}")
+    return out
+
+
+def aggregate(runs, overhead, levels, targets) -> dict[str, Any]:
+    table: dict[str, dict[str, Any]] = {}
+    for t in targets:
+        for lv in levels:
+            rs = [r for r in runs if r["target"] == t and r["concurrency"] == lv]
+            table[f"{t}@{lv}"] = {
+                "target": t, "concurrency": lv, "requests": rs[0]["requests"] if rs else 0,
+                "failed": sum(r["failed"] for r in rs),
+                **{k: C.summary([r[k] for r in rs]) for k in ("req_per_s", "out_tok_per_s", "p50_ms", "p90_ms",
+                                                               "p99_ms")},
+            }
+    ratios: dict[str, Any] = {}
+    reps = sorted({r["repeat"] for r in runs})
+
+    def per_rep(t: str, lv: int, key: str) -> dict[int, float]:
+        return {r["repeat"]: r[key] for r in runs if r["target"] == t and r["concurrency"] == lv}
+
+    for lv in levels:
+        gw, eng = per_rep("gateway", lv, "out_tok_per_s"), per_rep("engine", lv, "out_tok_per_s")
+        ratios[f"gateway/engine@{lv}"] = C.summary([C.ratio(gw.get(i), eng.get(i)) for i in reps])
+        gp, ep = per_rep("gateway", lv, "p50_ms"), per_rep("engine", lv, "p50_ms")
+        ratios[f"p50 gateway-engine ms@{lv}"] = C.summary(
+            [gp[i] - ep[i] for i in reps if gp.get(i) is not None and ep.get(i) is not None])
+        if "hf" in targets:
+            hf = per_rep("hf", lv, "out_tok_per_s")
+            ratios[f"gateway/hf@{lv}"] = C.summary([C.ratio(gw.get(i), hf.get(i)) for i in reps])
+            ratios[f"engine/hf@{lv}"] = C.summary([C.ratio(eng.get(i), hf.get(i)) for i in reps])
+    over = C.summary([o["overhead_p50_ms"] for o in overhead])
+    top = max(levels)
+    targets_out = []
+    if "hf" in targets:
+        r = ratios[f"gateway/hf@{top}"]
+        targets_out.append({"target": f"gateway >= 10x transformers+peft throughput at concurrency {top}, 3 adapters",
+                            "value": r["median"], "met": bool(r["median"] and r["median"] >= 10)})
+    r = ratios[f"gateway/engine@{top}"]
+    targets_out.append({"target": f"gateway >= 97% of direct-engine throughput (concurrency {top})",
+                        "value": r["median"], "met": bool(r["median"] and r["median"] >= 0.97)})
+    targets_out.append({"target": "gateway p50 overhead <= 2 ms (1-token requests, concurrency 1)",
+                        "value": over["median"], "met": bool(over["median"] is not None and over["median"] <= 2.0)})
+    failed = sum(r["failed"] for r in runs)
+    return {"table": table, "ratios": ratios, "overhead_summary": over, "targets": targets_out, "failed": failed}
+
+
+def markdown(rep: dict[str, Any]) -> str:
+    cfg, m = rep["config"], rep["machine"]
+    targets = [t for t in TARGETS if any(v["target"] == t for v in rep["table"].values())]
+    lines = [
+        "# Multi-adapter serving: gateway vs vLLM direct vs transformers+peft",
+        "",
+        f"- command: `{rep['command']}`",
+        f"- machine: {C.machine_line(m)}",
+        f"- workload: {cfg['prompts']}; 3 adapters ({cfg['adapter_recipe']}) in turn; "
+        f"{cfg['max_tokens']} output tokens per request (min = max, EOS ignored, greedy); requests per level: "
+        f"engine and gateway {cfg['engine_requests_per_level']}, transformers+peft {cfg['hf_requests_per_level']}",
+        f"- {cfg['repeats']} repeats, servers interleaved; figures are median (min–max) over repeats; "
+        f"{rep['failed']} failed requests in all; {cfg['seconds']:.0f} s",
+        "",
+        "| concurrency | server | req/s | output tok/s | p50 ms | p90 ms | p99 ms | tok/s vs transformers+peft |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for lv in cfg["levels"]:
+        for t in targets:
+            row = rep["table"][f"{t}@{lv}"]
+            vs = rep["ratios"].get(f"{'gateway' if t == 'gateway' else t}/hf@{lv}")
+            vs_s = "1.00" if t == "hf" else (C.fmt_summary(vs, 1) + "x" if vs else "n/a")
+            lines.append(f"| {lv} | {LABELS[t]} | {C.fmt_summary(row['req_per_s'], 2)} | "
+                         f"{C.fmt_summary(row['out_tok_per_s'], 1)} | {C.fmt_summary(row['p50_ms'], 0)} | "
+                         f"{C.fmt_summary(row['p90_ms'], 0)} | {C.fmt_summary(row['p99_ms'], 0)} | {vs_s} |")
+    lines += ["", "| concurrency | gateway / engine throughput | gateway − engine p50 (ms) |", "|---|---|---|"]
+    for lv in cfg["levels"]:
+        lines.append(f"| {lv} | {C.fmt_summary(rep['ratios'][f'gateway/engine@{lv}'], 3)} | "
+                     f"{C.fmt_summary(rep['ratios'][f'p50 gateway-engine ms@{lv}'], 1)} |")
+    o = rep["overhead"]
+    lines += ["", f"Gateway overhead, {cfg['overhead_pairs']} alternating 1-token request pairs at concurrency 1, "
+              "per repeat: " + "; ".join(f"gateway p50 {x['gateway_p50_ms']:.1f} ms vs engine {x['engine_p50_ms']:.1f} ms "
+                                          f"(+{x['overhead_p50_ms']:.2f})" for x in o),
+              f"median overhead {C.fmt_summary(rep['overhead_summary'], 2)} ms.", "", "Targets:", ""]
+    for t in rep["targets"]:
+        lines.append(f"- {'MET' if t['met'] else 'NOT MET'}: {t['target']} — measured {C.fmt(t['value'], 3)}")
+    for p in rep.get("plots", []):
+        lines += ["", f"![{p}]({p})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(out: Path, rep: dict[str, Any]) -> list[str]:
+    plt = C.plt()
+    cfg = rep["config"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for t in TARGETS:
+        rows = [rep["table"].get(f"{t}@{lv}") for lv in cfg["levels"]]
+        if not rows or rows[0] is None:
+            continue
+        for ax, key, scale in ((axes[0], "out_tok_per_s", 1), (axes[1], "p50_ms", 1 / 1000)):
+            med = [r[key]["median"] * scale for r in rows]
+            lo = [(r[key]["median"] - r[key]["min"]) * scale for r in rows]
+            hi = [(r[key]["max"] - r[key]["median"]) * scale for r in rows]
+            ax.errorbar(cfg["levels"], med, yerr=[lo, hi], marker="o", capsize=3, label=LABELS[t])
+    axes[0].set_ylabel("output tokens / s")
+    axes[1].set_ylabel("p50 latency (s)")
+    for ax in axes:
+        ax.set_xlabel("concurrency")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"3 adapters, {cfg['max_tokens']} output tokens; median and min–max of {cfg['repeats']} repeats",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "serving.png", dpi=110)
+    plt.close(fig)
+    return ["serving.png"]
+
+
+def command(
+    concurrency: str = typer.Option("1,8,32", help="Concurrency levels"),
+    repeats: int = typer.Option(3, min=1),
+    max_tokens: int = typer.Option(32, min=1, help="Output tokens per request (fixed)"),
+    hf_requests: int = typer.Option(16, min=1, help="Requests per level for the transformers+peft server"),
+    overhead_pairs: int = typer.Option(60, min=2, help="1-token request pairs per repeat for the overhead"),
+    skip_hf: bool = typer.Option(False, help="Leave out the transformers+peft server"),
+    out: Path = typer.Option(None, help="Report folder (default reports/bench/serving-<time>)"),
+) -> None:
+    """Gateway vs vLLM direct vs transformers+peft, 3 adapters, concurrency 1/8/32."""
+    levels = [int(x) for x in concurrency.split(",") if x.strip()]
+    path = run(levels, repeats, max_tokens, hf_requests, overhead_pairs, skip_hf, out)
+    print((path / "serving.md").read_text())
+
+
+if __name__ == "__main__":
+    typer.run(command)
