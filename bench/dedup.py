@@ -6,7 +6,8 @@ kept before it is at most 0.7). The fast path is `generation.dedup.RougeDeduper`
 (rouge-score's `RougeScorer.score` in a loop, as Self-Instruct does it).
 
 Texts: instruction-length texts (questions and sentences, clipped to 30 words) from the
-shared data folder, plus 10% lightly edited copies so that some are dropped; fixed seed.
+shared data folder, plus 10% copies with one word changed so that some are dropped (and
+only such copies once the ~15,000 unique texts run out); fixed seed.
 
 The baseline runs in full up to --baseline-max texts (decisions compared with the fast
 path's); beyond that its time is extrapolated from its measured time per pair and the
@@ -46,14 +47,20 @@ def benchmark_texts(data_dir: Path, n: int, seed: int = 0) -> list[str]:
     unique = list(dict.fromkeys(" ".join(t.split()[:30]) for t in pool if len(t.split()) >= 4))
     rng.shuffle(unique)
     out: list[str] = []
+    fresh = iter(unique)
+
+    def edited(text: str) -> str:
+        words = text.split()
+        i = rng.randrange(len(words))
+        words[i] = rng.choice(["the", "a", "patients", "drug", "dose", "risk", "renal", "acute"])
+        return " ".join(words)
+
     while len(out) < n:
-        if out and rng.random() < 0.1:
-            words = rng.choice(out).split()
-            i = rng.randrange(len(words))
-            words[i] = rng.choice(["the", "a", "patients", "drug", "dose"])
-            out.append(" ".join(words))
-        else:
-            out.append(unique[len(out) % len(unique)])
+        source = next(fresh, None)
+        if source is None or (out and rng.random() < 0.1):
+            # an edited near-copy (10%, and all texts beyond the unique ones)
+            source = edited(rng.choice(out) if source is None else rng.choice(out))
+        out.append(source)
     return out
 
 
