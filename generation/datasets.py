@@ -133,13 +133,21 @@ class EvalText:
     text: str
 
 
+# The quality gate's PubMedQA dev split: the last 100 trainval records in file order
+# (eval/tasks/pubmedqa.yaml, splits.dev). Training must never see them.
+PUBMEDQA_DEV_SIZE = 100
+
+
 def evaluation_texts(data_dir: Path) -> list[EvalText]:
     """Inputs and questions (and reference summaries) of every evaluation split."""
     out: list[EvalText] = []
-    for item in pubmedqa(data_dir, "test"):
-        out.append(EvalText("pubmedqa/test", item["pmid"], "question", item["QUESTION"]))
-        for i, passage in enumerate(item["CONTEXTS"]):
-            out.append(EvalText("pubmedqa/test", item["pmid"], f"context[{i}]", passage))
+    trainval = pubmedqa(data_dir, "trainval")
+    for split, items in (("pubmedqa/test", pubmedqa(data_dir, "test")),
+                         ("pubmedqa/dev", trainval[-PUBMEDQA_DEV_SIZE:])):
+        for item in items:
+            out.append(EvalText(split, item["pmid"], "question", item["QUESTION"]))
+            for i, passage in enumerate(item["CONTEXTS"]):
+                out.append(EvalText(split, item["pmid"], f"context[{i}]", passage))
     for item in medqa(data_dir):
         out.append(EvalText("medqa/test", str(item["realidx"]), "question", item["question"]))
     for item in medmcqa(data_dir):

@@ -90,7 +90,7 @@ def test_report_and_training_files(tmp_path):
 def test_evaluation_texts_cover_every_evaluation_split(data_dir):
     texts = evaluation_texts(data_dir)
     splits = {t.split for t in texts}
-    assert splits == {"pubmedqa/test", "medqa/test", "medmcqa/dev", "bc5cdr/devel", "bc5cdr/test",
+    assert splits == {"pubmedqa/test", "pubmedqa/dev", "medqa/test", "medmcqa/dev", "bc5cdr/devel", "bc5cdr/test",
                       "chemprot/dev", "chemprot/test", "meqsum/heldout", "mediqa_qs/validation", "mediqa_qs/test"}
     assert not any("<<" in t.text and ">>" in t.text for t in texts if t.split.startswith("chemprot"))
     meqsum_items = {int(t.item) for t in texts if t.split == "meqsum/heldout"}
@@ -109,4 +109,23 @@ def test_real_training_data_overlaps_are_found(data_dir):
     assert removed["chemprot-train-1058"].eval.split == "chemprot/test"
     assert removed["meqsum-215"].eval.split == "mediqa_qs/test"
     assert len(result.kept) + len(result.removed) == sum(len(v) for v in sources.values())
-    assert len(result.removed) < 100
+    # the 100 PubMedQA dev records (the gate's split) plus a handful of real overlaps
+    assert 100 <= len(result.removed) < 200
+    assert sum(m.eval.split == "pubmedqa/dev" for _, m in result.removed) == 100
+
+
+def test_pubmedqa_dev_split_of_the_gate_never_reaches_training(data_dir):
+    """The eval gate's dev split (last 100 trainval records) is an evaluation split here too."""
+    import yaml
+
+    from generation.converters.pubmedqa import convert_pubmedqa
+    from generation.datasets import PUBMEDQA_DEV_SIZE, evaluation_texts, pubmedqa
+    from generation.decontaminate import EvalIndex, decontaminate
+
+    task = yaml.safe_load(open("eval/tasks/pubmedqa.yaml"))
+    assert task["splits"]["dev"]["select"] == {"slice": [-PUBMEDQA_DEV_SIZE, None]}
+    dev_pmids = {item["pmid"] for item in pubmedqa(data_dir, "trainval")[-PUBMEDQA_DEV_SIZE:]}
+    result = decontaminate({"pubmedqa": convert_pubmedqa(data_dir)}, EvalIndex(evaluation_texts(data_dir)))
+    kept = {r.provenance["item"] for r in result.kept}
+    assert not kept & dev_pmids
+    assert len(kept) == 500 - PUBMEDQA_DEV_SIZE
