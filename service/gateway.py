@@ -47,7 +47,6 @@ from service.supervisor import EngineSupervisor
 
 log = logging.getLogger("bioinstruct.service")
 
-TOP_LOGPROBS = 64  # the engine runs with --max-logprobs 64
 
 
 class Gateway:
@@ -188,7 +187,7 @@ class Gateway:
         return await self.client.post("/v1/completions", body)
 
     async def _top_logprobs(self, target: Target, ids: list[int]) -> dict[int, float]:
-        out = await self.complete(target, ids, max_tokens=1, logprobs=TOP_LOGPROBS,
+        out = await self.complete(target, ids, max_tokens=1, logprobs=self.settings.qa_top_logprobs,
                                   return_tokens_as_token_ids=True)
         top = (out["choices"][0].get("logprobs") or {}).get("top_logprobs") or [{}]
         return {int(k.split(":", 1)[1]): float(v) for k, v in (top[0] or {}).items() if k.startswith("token_id:")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -42,7 +42,10 @@ class ServiceSettings(BaseSettings):
     qa_adapter: str = "qa"
     extract_adapter: str = "ie"
     generate_adapter: str = "gen"
-    qa_method: str = "logprob"
+    qa_method: Literal["logprob", "constrained", "generate"] = "logprob"
+    # Next-token alternatives read per scoring step; an external engine must be started
+    # with --max-logprobs at least this (the gateway's own engine uses 64).
+    qa_top_logprobs: int = 64
 
     # Admin publish takes folders under this root only (default: <home>/runs, where
     # training writes its runs).
