@@ -68,14 +68,14 @@ ATTN = ["--lora-target-modules", "qkv_proj", "o_proj"]
 CONFIGS = [
     EngineConfig("plain", "vLLM without LoRA", lora=False, workloads=["base"]),
     EngineConfig("default", "max_loras 4, max_lora_rank 16 (gateway default)",
-                 workloads=["base", "1 adapter", "3 adapters", "1 adapter r4", "1 adapter r16", "1 adapter q,v",
+                 workloads=["base", "1 adapter", "3 adapters", "1 adapter r16", "1 adapter q,v",
                             "1 adapter all-linear"]),
     EngineConfig("max_loras1", "max_loras 1", settings={"max_loras": 1, "max_cpu_loras": 4},
                  workloads=["1 adapter", "3 adapters"]),
     EngineConfig("rank8", "max_lora_rank 8", settings={"max_lora_rank": 8},
                  workloads=["1 adapter", "3 adapters", "1 adapter r4"]),
     EngineConfig("attn_only", "--lora-target-modules qkv_proj o_proj", settings={"extra_args": ATTN},
-                 workloads=["base", "1 adapter", "3 adapters"]),
+                 workloads=["1 adapter", "3 adapters"]),
     EngineConfig("rank8_attn", "max_lora_rank 8 + target modules qkv_proj o_proj",
                  settings={"max_lora_rank": 8, "extra_args": ATTN}, workloads=["1 adapter", "3 adapters"]),
     EngineConfig("merged", "adapter r8-qkvo-1 merged into the base weights, vLLM without LoRA", lora=False,
@@ -88,7 +88,7 @@ def _adapter(key: str) -> Path:
     return C.make_lora(seed, rank, targets)
 
 
-def run(configs: list[str] | None = None, repeats: int = 3, concurrency: int = 32, requests: int = 64,
+def run(configs: list[str] | None = None, repeats: int = 3, concurrency: int = 32, requests: int = 32,
         max_tokens: int = 32, out: Path | None = None) -> Path:
     C.setup_env()
     out = C.run_dir("adapters", out)
@@ -240,7 +240,7 @@ def command(
                                 + ", ".join(c.name for c in CONFIGS) + ")"),
     repeats: int = typer.Option(3, min=1),
     concurrency: int = typer.Option(32, min=1),
-    requests: int = typer.Option(64, min=1, help="Requests per run"),
+    requests: int = typer.Option(32, min=1, help="Requests per run"),
     max_tokens: int = typer.Option(32, min=1),
     out: Path = typer.Option(None, help="Report folder (default reports/bench/adapters-<time>)"),
 ) -> None:

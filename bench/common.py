@@ -253,6 +253,7 @@ class Result:
     model: str | None = None
     error: str | None = None
     tag: str | None = None
+    server_ms: float | None = None  # the gateway's X-BioInstruct-Latency-Ms: time it waited on the engine
 
     @property
     def latency(self) -> float:
@@ -309,8 +310,10 @@ async def post_completion(session, url: str, body: dict[str, Any], headers: dict
                 return Result(False, start, end, r.status, error=raw[:200].decode("utf-8", "replace"), tag=tag)
             data = json.loads(raw)
             usage = data.get("usage") or {}
+            server = r.headers.get("X-BioInstruct-Latency-Ms")
             return Result(True, start, end, r.status, int(usage.get("completion_tokens") or 0),
-                          int(usage.get("prompt_tokens") or 0), data.get("model"), tag=tag)
+                          int(usage.get("prompt_tokens") or 0), data.get("model"), tag=tag,
+                          server_ms=float(server) if server else None)
     except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
         return Result(False, start, time.perf_counter(), 0, error=f"{type(exc).__name__}: {exc}"[:200], tag=tag)
 

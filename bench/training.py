@@ -38,7 +38,7 @@ def sample_records(src: Path, n: int, dest: Path, seed: int = 0) -> Path:
     return dest
 
 
-def run(steps: int = 8, repeats: int = 3, records: int = 2000, data: Path | None = None,
+def run(steps: int = 6, repeats: int = 3, records: int = 2000, data: Path | None = None,
         modes: list[str] | None = None, out: Path | None = None) -> Path:
     from training.config import load_config
     from training.trainer import TrainJob, train
@@ -150,7 +150,7 @@ def plot(out: Path, rep: dict[str, Any]) -> list[str]:
 
 
 def command(
-    steps: int = typer.Option(8, min=1, help="Optimizer steps per run"),
+    steps: int = typer.Option(6, min=1, help="Optimizer steps per run"),
     repeats: int = typer.Option(3, min=1),
     records: int = typer.Option(2000, min=16, help="Records sampled from the training data"),
     data: Path = typer.Option(None, help="Training JSONL (default data/train/all.jsonl)"),
