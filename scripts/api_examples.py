@@ -48,6 +48,15 @@ def show_curl(cmd: list[str], base: str) -> str:
     return text.replace(os.environ.get("BIOINSTRUCT_ADMIN_TOKEN", "\0"), "$ADMIN_TOKEN")
 
 
+def _under_publish_root(folder: Path) -> str:
+    """The admin API takes paths relative to the gateway's publish root (default runs/)."""
+    root = Path(os.environ.get("BIOINSTRUCT_PUBLISH_ROOT") or ROOT / "runs").resolve()
+    try:
+        return str(folder.resolve().relative_to(root))
+    except ValueError:
+        raise typer.BadParameter(f"{folder} is not under the publish root {root}") from None
+
+
 def main(base_url: str = "http://127.0.0.1:8000", out: Path = ROOT / "docs" / "API.md",
          adapter_dir: Path = typer.Option(None, help="A peft LoRA folder under the publish root to publish")) -> None:
     admin = os.environ.get("BIOINSTRUCT_ADMIN_TOKEN")
@@ -87,7 +96,7 @@ def main(base_url: str = "http://127.0.0.1:8000", out: Path = ROOT / "docs" / "A
     pub = None
     if adapter_dir is not None:
         pub = run("Publish an adapter version and point an alias at it", "POST", "/admin/adapters",
-                  {"path": adapter_dir.name, "name": "docs-qa", "category": "QA", "alias": "qa"}, token=admin,
+                  {"path": _under_publish_root(adapter_dir), "name": "docs-qa", "category": "QA", "alias": "qa"}, token=admin,
                   python="import httpx; r = httpx.get('$BASE/admin/adapters', headers={'authorization': 'Bearer $ADMIN_TOKEN'}); print([v['ref'] for v in r.json()['versions']])",
                   note="`path` is relative to the publish root (BIOINSTRUCT_PUBLISH_ROOT, default `runs/`). The "
                   "version is validated (checksums, base model, rank, safetensors only) before it is written.")
