@@ -70,6 +70,8 @@ def generate(
     except KeyboardInterrupt:
         raise _fail(f"interrupted; {out_path} keeps every accepted record, re-run to continue", 130) from None
     md = stats.to_markdown()
+    if loop.seed_refused:
+        md += "\nThe endpoint refused per-request `seed`; this run's requests were sent without one.\n"
     out_path.with_name(out_path.name + ".stats.md").write_text(md, encoding="utf-8")
     typer.echo(md)
     if not stats.complete:

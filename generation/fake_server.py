@@ -74,7 +74,8 @@ class FakeChatServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, delay: float = 0.0,
                  fail_every: int = 0, fail_status: int = 500, seed: int = 0,
-                 script: list[int | str | tuple[str, str]] | None = None, stall_s: float = 5.0) -> None:
+                 script: list[int | str | tuple[str, str]] | None = None, stall_s: float = 5.0,
+                 refuse_seed: bool = False) -> None:
         """script: answers for the first requests, in order: an HTTP status (an error body),
         "stall" (answer only after stall_s, to trip client timeouts), a reply text, or
         (reply text, finish_reason). Then synthetic batches."""
@@ -83,6 +84,8 @@ class FakeChatServer:
         self.stall_s = stall_s
         self.fail_every = fail_every
         self.fail_status = fail_status
+        self.refuse_seed = refuse_seed  # answer 400 to a request that sends `seed`, as our CPU service does
+        self.seeded_requests = 0
         self.requests = 0
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
@@ -108,6 +111,13 @@ class FakeChatServer:
                 if not self.path.endswith("/chat/completions"):
                     self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
                     return
+                if "seed" in body:
+                    with server._lock:
+                        server.seeded_requests += 1
+                    if server.refuse_seed:
+                        self._send(400, {"error": {"message": "'seed' is not available on this server",
+                                                   "type": "invalid_request_error", "param": "seed"}})
+                        return
                 with server._lock:
                     server.requests += 1
                     count = server.requests

@@ -115,6 +115,8 @@ class SelfInstructLoop:
             raise GenerationError("--n must be at least 1")
         self.settings = settings
         self.seeds = list(seeds)
+        self._send_seed = True  # per-request seeds, until the endpoint refuses them
+        self.seed_refused = False
         self._seed_ids = {t.id for t in self.seeds}
         self.out = out
         self.n = n
@@ -201,12 +203,26 @@ class SelfInstructLoop:
             before_sleep=count_retry,
             reraise=True,
         )
+        def create(**extra: Any) -> Any:
+            return self._client().chat.completions.create(
+                model=s.model, messages=messages, temperature=s.temperature, top_p=s.top_p,
+                max_tokens=s.max_tokens, **extra,
+            )
+
         async for attempt in retrying:
             with attempt:
-                return await self._client().chat.completions.create(
-                    model=s.model, messages=messages, temperature=s.temperature, top_p=s.top_p,
-                    max_tokens=s.max_tokens, seed=seed,
-                )
+                if not self._send_seed:
+                    return await create()
+                try:
+                    return await create(seed=seed)
+                except openai.BadRequestError as exc:
+                    # Servers that refuse `seed` (our service on its CPU engine) still work:
+                    # drop it for the rest of the run and ask again at once.
+                    if "seed" not in str(exc):
+                        raise
+                    self._send_seed = False
+                    self.seed_refused = True
+                    return await create()
         raise AssertionError("unreachable")
 
     # --- one response ---------------------------------------------------------------------

@@ -182,3 +182,24 @@ def test_a_rejected_prompt_is_a_failed_request_not_the_end_of_the_run(tmp_path):
         stats = run(SelfInstructLoop(settings(server.base_url, concurrency=1), SEEDS, tmp_path / "g.jsonl", 2,
                                      show_progress=False))
     assert stats.complete and stats.this_run.failed_requests == 1 and stats.this_run.retries == 0
+
+
+def test_loop_drops_seed_once_the_endpoint_refuses_it(tmp_path):
+    """Our service on its CPU engine answers 400 to `seed`; the loop must carry on without it."""
+    out = tmp_path / "gen.jsonl"
+    with FakeChatServer(seed=2, refuse_seed=True) as server:
+        loop = SelfInstructLoop(settings(server.base_url, concurrency=1), SEEDS, out, 8,
+                                show_progress=False, retry_initial_s=0.01)
+        stats = run(loop)
+    assert stats.complete and len(list(read_records(out))) == 8
+    assert loop.seed_refused and server.seeded_requests == 1  # asked once with a seed, never again
+    assert stats.this_run.requests == server.requests  # the refused request is not counted as served
+
+
+def test_loop_sends_seeds_where_accepted(tmp_path):
+    out = tmp_path / "gen.jsonl"
+    with FakeChatServer(seed=3) as server:
+        loop = SelfInstructLoop(settings(server.base_url, concurrency=1), SEEDS, out, 6,
+                                show_progress=False, retry_initial_s=0.01)
+        run(loop)
+    assert not loop.seed_refused and server.seeded_requests == server.requests > 0

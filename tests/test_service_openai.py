@@ -65,6 +65,20 @@ def test_client_exceptions_400_404(client):
         client.chat.completions.create(model="base", messages=[{"role": "user", "content": "x"}], max_tokens=10**7)
 
 
+def test_seed_refused_on_cpu_engine_and_engine_unharmed(client, live_service):
+    """A seeded request with a long prompt (prefilled in chunks) kills vLLM-CPU's engine: the
+    gateway refuses `seed` there with a 400 naming it, and the engine keeps serving."""
+    long_prompt = "Summarize: " + "The patient was given aspirin and recovered. " * 400
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="base", messages=[{"role": "user", "content": long_prompt}],
+                                       max_tokens=4, temperature=0.8, seed=7)
+    assert info.value.body["param"] == "seed" and "leave it out" in info.value.message
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="base", prompt="Aspirin is", max_tokens=4, seed=1)
+    out = client.completions.create(model="base", prompt="Aspirin is", max_tokens=4, temperature=0)
+    assert out.choices[0].text
+
+
 def test_client_exceptions_401_403_429(engine, core, tmp_path, make_lora):
     from bioinstruct.model import inspect_base_model
     from bioinstruct.registry import Registry

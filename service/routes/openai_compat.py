@@ -103,6 +103,13 @@ def _check(gw: Gateway, body: dict[str, Any]) -> None:
     if body.get("prompt_logprobs") is not None or (body.get("echo") and body.get("logprobs")):
         raise APIError(400, "prompt log-probabilities (prompt_logprobs, or echo with logprobs) are not "
                        "available on this server", param="prompt_logprobs")
+    # A per-request seed gives the request its own torch Generator; vLLM-CPU crashes the whole
+    # engine ("CPU Generator does not use offset") when such a request's prompt is prefilled
+    # in chunks, i.e. under load or with a long prompt. Refused on the CPU engine only.
+    if body.get("seed") is not None and gw.cpu_engine:
+        raise APIError(400, "'seed' is not available on this server's CPU engine (vLLM-CPU fails on "
+                       "seeded sampling under load); leave it out, or use temperature 0 for "
+                       "repeatable output", param="seed", code="unsupported_parameter")
     for key in ("logprobs", "top_logprobs"):
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > MAX_LOGPROBS:
