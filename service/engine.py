@@ -48,6 +48,10 @@ class EngineSettings(BaseSettings):
     cpu_threads_bind: str | None = None  # default: every core ("0-N"); vLLM would reserve one
     enable_prefix_caching: bool = True
     seed: int = 0
+    # CPU only: the engine's compute threads spin on every core; a lower priority keeps the
+    # gateway beside it (429s, health, metrics, streaming) answering within milliseconds,
+    # and costs the engine nothing when the gateway is idle.
+    cpu_nice: int = Field(10, ge=0, le=19)
     extra_args: list[str] = Field(default_factory=list)
     startup_timeout_s: float = 600.0
     stop_grace_s: float = 20.0
@@ -179,10 +183,15 @@ class EngineProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() reaches vLLM's workers too
-            preexec_fn=_die_with_parent,
+            preexec_fn=self._preexec,
         )
         self._reader = threading.Thread(target=self._pump, args=(self._proc,), daemon=True)
         self._reader.start()
+
+    def _preexec(self) -> None:
+        _die_with_parent()
+        if self.device == "cpu" and self.settings.cpu_nice:
+            os.nice(self.settings.cpu_nice)
 
     def _pump(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None and self.log_path is not None

@@ -148,10 +148,10 @@ class Gateway:
         adapters_ok, problems = self.adapters.ready()
         engine_ok = self.supervisor.ready
         if not engine_ok:
-            problems.insert(0, f"engine {self.supervisor.state}"
+            problems.insert(0, f"engine {self.supervisor.current_state}"
                             + (f": {self.supervisor.last_error[:500]}" if self.supervisor.last_error else ""))
         return engine_ok and adapters_ok, {
-            "engine": self.supervisor.state,
+            "engine": self.supervisor.current_state,
             "aliases": dict(self.adapters.routes),
             "problems": problems,
         }
@@ -159,7 +159,7 @@ class Gateway:
     # ---- shared helpers ------------------------------------------------------------------
     def require_engine(self) -> None:
         if not self.supervisor.ready:
-            raise APIError(503, f"the engine is {self.supervisor.state}; retry shortly",
+            raise APIError(503, f"the engine is {self.supervisor.current_state}; retry shortly",
                            code="engine_unavailable", headers={"Retry-After": "5"})
 
     def target_for(self, spec: str | None, family: TaskFamily, route_default: str, caller: Caller) -> Target:

@@ -1,4 +1,4 @@
-"""Pure-ASGI middleware: body size limit and per-request metrics (streaming-safe)."""
+"""Pure-ASGI middleware: early 429s, body size limit and per-request metrics (streaming-safe)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import json
 import time
 
 from service.errors import error_body
+
+# Routes that take an admission slot: refused before their body is read when the server is full.
+INFERENCE_PATHS = frozenset({"/qa", "/extract", "/generate", "/compare", "/v1/chat/completions", "/v1/completions"})
 
 
 class GatewayMiddleware:
@@ -16,10 +19,18 @@ class GatewayMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        gateway = getattr(getattr(scope.get("app"), "state", None), "gateway", None)
+        if gateway is not None and scope["method"] == "POST" and scope["path"] in INFERENCE_PATHS:
+            refusal = gateway.admission.refuse_early()
+            if refusal is not None:
+                gateway.metrics.requests.labels(route=scope["path"], adapter="-", status="429").inc()
+                gateway.metrics.errors.labels(route=scope["path"], status="429").inc()
+                return await _reject(send, 429, refusal.message, code=refusal.code, headers=refusal.headers)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            return await _reject(send, 413, f"request body is {int(length)} bytes; the limit is {self.max_body_bytes}")
+            return await _reject(send, 413, f"request body is {int(length)} bytes; the limit is {self.max_body_bytes}",
+                                 code="body_too_large")
 
         received = 0
         too_big = False
@@ -48,7 +59,8 @@ class GatewayMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             status = 413
-            await _reject(send, 413, f"request body is over the limit of {self.max_body_bytes} bytes")
+            await _reject(send, 413, f"request body is over the limit of {self.max_body_bytes} bytes",
+                          code="body_too_large")
         finally:
             app = scope.get("app")
             gateway = getattr(getattr(app, "state", None), "gateway", None)
@@ -67,8 +79,9 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def _reject(send, status: int, message: str) -> None:
-    body = json.dumps(error_body(status, message, code="body_too_large")).encode()
+async def _reject(send, status: int, message: str, *, code: str, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps(error_body(status, message, code=code)).encode()
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]})
     await send({"type": "http.response.body", "body": body})

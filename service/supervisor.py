@@ -50,8 +50,16 @@ class EngineSupervisor:
         return self.client.base_url
 
     @property
+    def current_state(self) -> str:
+        """`state`, except that an engine that died since the last watch tick (≤ 0.5 s ago)
+        already counts as down: readiness must never report a dead engine as ready."""
+        if self.state == "ready" and self.process is not None and not self.process.running:
+            return "down"
+        return self.state
+
+    @property
     def ready(self) -> bool:
-        return self.state == "ready"
+        return self.current_state == "ready"
 
     async def start(self) -> None:
         """Start (or attach) and wait until healthy; then watch in the background."""

@@ -36,6 +36,13 @@ def test_engine_listens_on_loopback_only(engine):
         EngineSettings(host="0.0.0.0")
 
 
+def test_cpu_engine_runs_below_the_gateway_priority(engine):
+    """The engine's spinning threads must not starve the gateway's event loop (fast 429s)."""
+    assert engine.device == "cpu" and engine.settings.cpu_nice == 10
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, engine.pid) == min(19, own + engine.settings.cpu_nice)
+
+
 def test_lora_adapter_loads_and_changes_greedy_output(engine, make_lora):
     folder = make_lora(seed=1)
     prompt = "List three symptoms of anemia."
