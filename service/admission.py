@@ -25,6 +25,9 @@ class Admission:
         self._slots = asyncio.Semaphore(max_inflight)
         self.inflight = 0
         self.queued = 0
+        # Inference requests inside the gateway, counted from arrival (before parsing and
+        # tokenizing) by the middleware: a burst is refused on arrival, not after that work.
+        self.arrived = 0
 
     def _refuse(self, reason: str, message: str) -> APIError:
         self.metrics.rejected.labels(reason=reason).inc()
@@ -34,17 +37,19 @@ class Admission:
         """The 429 a new request would get anyway (every slot busy, queue full), or None.
         The middleware asks this before the body is read, so that refusals under overload
         cost microseconds instead of waiting behind parsing and tokenizing."""
-        if self._slots.locked() and self.queued >= self.max_queue:
-            return self._refuse("queue_full", f"server busy: {self.inflight} requests running and "
-                                f"{self.queued} queued; retry after {self.retry_after} s")
-        return None
+        if self.arrived > self.max_inflight + self.max_queue:
+            return self._busy()
+        return self._busy() if self._slots.locked() and self.queued >= self.max_queue else None
+
+    def _busy(self) -> APIError:
+        return self._refuse("queue_full", f"server busy: {self.inflight} requests running and "
+                            f"{self.queued} queued; retry after {self.retry_after} s")
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         if self._slots.locked():
-            refusal = self.refuse_early()
-            if refusal is not None:
-                raise refusal
+            if self.queued >= self.max_queue:
+                raise self._busy()
             self.queued += 1
             self.metrics.queued.set(self.queued)
             try:

@@ -21,11 +21,20 @@ class GatewayMiddleware:
             return await self.app(scope, receive, send)
         gateway = getattr(getattr(scope.get("app"), "state", None), "gateway", None)
         if gateway is not None and scope["method"] == "POST" and scope["path"] in INFERENCE_PATHS:
-            refusal = gateway.admission.refuse_early()
-            if refusal is not None:
-                gateway.metrics.requests.labels(route=scope["path"], adapter="-", status="429").inc()
-                gateway.metrics.errors.labels(route=scope["path"], status="429").inc()
-                return await _reject(send, 429, refusal.message, code=refusal.code, headers=refusal.headers)
+            admission = gateway.admission
+            admission.arrived += 1
+            try:
+                refusal = admission.refuse_early()
+                if refusal is not None:
+                    gateway.metrics.requests.labels(route=scope["path"], adapter="-", status="429").inc()
+                    gateway.metrics.errors.labels(route=scope["path"], status="429").inc()
+                    return await _reject(send, 429, refusal.message, code=refusal.code, headers=refusal.headers)
+                return await self._handle(scope, receive, send)
+            finally:
+                admission.arrived -= 1
+        return await self._handle(scope, receive, send)
+
+    async def _handle(self, scope, receive, send):
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
