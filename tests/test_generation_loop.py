@@ -185,7 +185,8 @@ def test_a_rejected_prompt_is_a_failed_request_not_the_end_of_the_run(tmp_path):
 
 
 def test_loop_drops_seed_once_the_endpoint_refuses_it(tmp_path):
-    """Our service on its CPU engine answers 400 to `seed`; the loop must carry on without it."""
+    """A unit test of the loop: an endpoint that answers 400 to `seed` (what the gateway does on
+    its CPU engine, shown against the real engine in test_service_openai) must not stop it."""
     out = tmp_path / "gen.jsonl"
     with FakeChatServer(seed=2, refuse_seed=True) as server:
         loop = SelfInstructLoop(settings(server.base_url, concurrency=1), SEEDS, out, 8,
