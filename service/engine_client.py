@@ -16,11 +16,14 @@ from service.errors import APIError
 
 
 class EngineClient:
-    def __init__(self, base_url: str, timeout_s: float = 600.0, max_connections: int = 512) -> None:
+    def __init__(self, base_url: str, timeout_s: float = 600.0, max_connections: int = 512,
+                 connect_timeout_s: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
+        # A dead engine refuses connections at once, so a long connect timeout costs nothing
+        # there; it only matters when a busy CPU engine is slow to accept (CI saw 5 s run out).
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            timeout=httpx.Timeout(timeout_s, connect=5.0),
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
@@ -29,9 +32,12 @@ class EngineClient:
 
     @staticmethod
     def _unavailable(exc: Exception) -> APIError:
+        if isinstance(exc, httpx.ConnectTimeout):
+            return APIError(503, "the engine is too busy to accept the request; retry shortly",
+                            code="engine_busy", headers={"Retry-After": "2"})
         if isinstance(exc, httpx.TimeoutException):
-            return APIError(504, "the engine did not answer in time; retry with a smaller max_tokens or later",
-                            code="engine_timeout")
+            return APIError(504, f"the engine did not answer in time ({type(exc).__name__}); "
+                            "retry with a smaller max_tokens or later", code="engine_timeout")
         return APIError(503, "the engine is unavailable (starting or restarting); retry shortly",
                         code="engine_unavailable", headers={"Retry-After": "2"})
 

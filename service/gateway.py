@@ -70,6 +70,7 @@ class Gateway:
         self.supervisor = EngineSupervisor(
             model_dir, self.engine_settings, external_url=settings.engine_url, process=engine_process,
             restart=settings.engine_restart, request_timeout_s=settings.engine_request_timeout_s,
+            connect_timeout_s=settings.engine_connect_timeout_s,
         )
         self.client = self.supervisor.client
         self.registry = Registry(core.registry or core.home / "registry",

@@ -59,6 +59,7 @@ class ServiceSettings(BaseSettings):
     # gateway stops (keep terminationGracePeriodSeconds above it in Kubernetes).
     shutdown_grace_s: float = 30.0
     engine_request_timeout_s: float = 600.0
+    engine_connect_timeout_s: float = 30.0
 
     @field_validator("api_keys", mode="before")
     @classmethod

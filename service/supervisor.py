@@ -26,6 +26,7 @@ class EngineSupervisor:
         process: EngineProcess | None = None,
         restart: bool = True,
         request_timeout_s: float = 600.0,
+        connect_timeout_s: float = 30.0,
     ) -> None:
         self.settings = settings or EngineSettings()
         self.external_url = external_url
@@ -43,7 +44,7 @@ class EngineSupervisor:
         self._monitor: asyncio.Task | None = None
         self._stopping = False
         base_url = external_url or process.base_url  # type: ignore[union-attr]
-        self.client = EngineClient(base_url, timeout_s=request_timeout_s)
+        self.client = EngineClient(base_url, timeout_s=request_timeout_s, connect_timeout_s=connect_timeout_s)
 
     @property
     def base_url(self) -> str:
