@@ -105,6 +105,20 @@ def pytest_collection_modifyitems(config, items):
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Outcome of every test run so far ({nodeid: "passed" | "failed" | "skipped"}), so that the
+# soak report can say which of the run's tests passed instead of leaving it to the reader.
+_outcomes: dict[str, str] = {}
+
+
+@pytest.fixture
+def test_outcomes() -> dict[str, str]:
+    return _outcomes
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or report.outcome != "passed":
+        _outcomes[report.nodeid] = report.outcome
+
 
 class LiveService:
     """The gateway running for real (uvicorn on a loopback port) in front of the session engine."""

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import random
+import shlex
 import signal
 import statistics
 import subprocess
@@ -153,36 +154,56 @@ def test_load_mixed_5000(server):
     assert end - warm < max(60.0, 0.15 * warm), f"gateway memory grew from {warm:.0f} to {end:.0f} MB"
 
 
+async def _raw_post(url: str, path: str, body: dict) -> tuple[int, dict[str, str], float, float]:
+    """One POST over a bare asyncio stream: (status, headers, total s, s from sent to status line).
+
+    The burst uses this instead of httpx because httpx's pool spends ~7 s of client CPU on
+    512 simultaneous requests (measured: 6.8 s user vs 0.24 s for this), which on 2 cores
+    would be charged to the server's refusal latency.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    payload = json.dumps(body).encode()
+    request = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode() + payload
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    await writer.drain()
+    sent = time.perf_counter()
+    head = await reader.readuntil(b"\r\n\r\n")
+    answered = time.perf_counter()
+    await reader.read()
+    writer.close()
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
+    return int(lines[0].split()[1]), headers, answered - started, answered - sent
+
+
 def test_overload_4x(server):
     _, url = server
     body = {"instruction": "List three antibiotics.", "max_tokens": 32, "adapter": "base"}
 
     async def burst(n):
-        async def one(client):
-            started = time.perf_counter()
-            r = await client.post("/generate", json=body)
-            return r.status_code, time.perf_counter() - started, r.headers.get("retry-after")
+        return await asyncio.gather(*[_raw_post(url, "/generate", body) for _ in range(n)])
 
-        async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=n + 8)) as client:
-            return await asyncio.gather(*[one(client) for _ in range(n)])
-
-    before = statistics.median(r[1] for r in asyncio.run(burst(8)))
+    before = statistics.median(r[2] for r in asyncio.run(burst(8)))
     results = asyncio.run(burst(4 * (ADMIT + QUEUE)))
     refused = [r for r in results if r[0] == 429]
     served = [r for r in results if r[0] == 200]
-    after = statistics.median(r[1] for r in asyncio.run(burst(8)))
+    after = statistics.median(r[2] for r in asyncio.run(burst(8)))
     RESULTS["overload"] = {
         "sent": len(results), "admission_limit": ADMIT + QUEUE, "served": len(served), "refused_429": len(refused),
         "other": len(results) - len(served) - len(refused),
-        "refusal_p50_ms": round(pct([r[1] for r in refused], 50) * 1000, 1),
-        "refusal_p99_ms": round(pct([r[1] for r in refused], 99) * 1000, 1),
-        "served_p50_s": round(pct([r[1] for r in served], 50), 2),
+        "refusal_p50_ms": round(pct([r[3] for r in refused], 50) * 1000, 1),
+        "refusal_p99_ms": round(pct([r[3] for r in refused], 99) * 1000, 1),
+        "refusal_with_connect_p99_ms": round(pct([r[2] for r in refused], 99) * 1000, 1),
+        "served_p50_s": round(pct([r[2] for r in served], 50), 2),
         "median_latency_before_s": round(before, 2), "median_latency_after_s": round(after, 2),
     }
     assert len(served) + len(refused) == len(results)
     assert len(served) >= ADMIT + QUEUE
-    assert all(r[2] for r in refused)
-    assert pct([r[1] for r in refused], 99) < 0.25
+    assert all(r[1].get("retry-after") for r in refused)
+    assert pct([r[3] for r in refused], 99) < 0.25  # from request sent to the 429's status line
     assert after < 2 * before + 0.5
 
 
@@ -221,7 +242,18 @@ def test_engine_kill_under_load(server):
     assert r.status_code == 200
 
 
-def test_zz_write_report():
+def _command() -> str:
+    fuzz = os.environ.get("BIOINSTRUCT_FUZZ_EXAMPLES")
+    return (f"BIOINSTRUCT_FUZZ_EXAMPLES={fuzz} " if fuzz else "") + shlex.join(
+        [".venv/bin/python", "-m", "pytest", *sys.argv[1:]] if sys.argv[0].endswith("__main__.py") else sys.argv)
+
+
+def test_zz_write_report(test_outcomes):
+    outcomes = {k: v for k, v in test_outcomes.items() if "test_zz_write_report" not in k}
+    failed = sorted(k for k, v in outcomes.items() if v != "passed")
+    RESULTS["tests"] = {"passed": sum(v == "passed" for v in outcomes.values()), "not_passed": failed,
+                        "fuzz_examples_per_route": int(os.environ.get("BIOINSTRUCT_FUZZ_EXAMPLES", "10"))
+                        if any("test_fuzz" in k for k in outcomes) else None}
     RESULTS["finished"] = time.strftime("%Y-%m-%d %H:%M")
     (ROOT / "reports").mkdir(exist_ok=True)
     (ROOT / "reports" / "reliability.json").write_text(json.dumps(RESULTS, indent=2))
@@ -232,8 +264,12 @@ def test_zz_write_report():
         f"({RESULTS['machine']}, 24 GiB, CPU engine, SmolLM2-135M, three rank-8 adapters + base). "
         "Raw numbers: `reports/reliability.json`. The gateway ran as `bioinstruct serve` with "
         f"max_inflight={ADMIT}, max_queue={QUEUE}.", "",
-        f"Command: `BIOINSTRUCT_SOAK_REQUESTS={N_LOAD} {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}`"
+        f"Command: `BIOINSTRUCT_SOAK_REQUESTS={N_LOAD} {_command()}`"
         + ("" if N_LOAD == 5000 else f" — **{N_LOAD} load requests, not the 5,000 of `make soak`**") + ".", "",
+        f"Tests in this run: {RESULTS['tests']['passed']} passed"
+        + (f"; **not passed: {', '.join(failed)}**" if failed else ", none failed")
+        + (f"; schemathesis ran {RESULTS['tests']['fuzz_examples_per_route']} examples per route"
+           if RESULTS["tests"]["fuzz_examples_per_route"] else "; the fuzz tests were not part of this run") + ".", "",
         f"Cold start (`bioinstruct serve` to /health/ready with 3 aliases): {RESULTS.get('cold_start_s')} s.", "",
         "## Load: mixed requests over all routes, base and three adapters", "",
         "| requests | concurrency | wall s | req/s | status codes | p50 ms | p90 ms | p99 ms | gateway RSS MB (after 500 / half / end) | lost or duplicated |",
@@ -243,11 +279,14 @@ def test_zz_write_report():
         f"{' / '.join(str(v) for v in (load.get('rss_mb') or {}).values())} | "
         f"{'none' if load.get('responses') == load.get('requests') and load.get('unique_ids') else 'SEE JSON'} |", "",
         "## Overload: 4x the admission limit at once", "",
-        "| sent | limit (running + queued) | served | 429 | other | 429 p50 ms | 429 p99 ms | median latency before / after s |",
-        "|---|---|---|---|---|---|---|---|",
+        "Refusal time is from the request written to the 429's status line, on a bare asyncio client "
+        "(httpx's own pool costs ~7 s of client CPU for 512 simultaneous requests on these 2 cores); "
+        "the last 429 column adds the client's TCP connect.", "",
+        "| sent | limit (running + queued) | served | 429 | other | 429 p50 ms | 429 p99 ms | 429 p99 ms with connect | median latency before / after s |",
+        "|---|---|---|---|---|---|---|---|---|",
         f"| {over.get('sent')} | {over.get('admission_limit')} | {over.get('served')} | {over.get('refused_429')} | "
         f"{over.get('other')} | {over.get('refusal_p50_ms')} | {over.get('refusal_p99_ms')} | "
-        f"{over.get('median_latency_before_s')} / {over.get('median_latency_after_s')} |", "",
+        f"{over.get('refusal_with_connect_p99_ms')} | {over.get('median_latency_before_s')} / {over.get('median_latency_after_s')} |", "",
         "## Fault: the engine is SIGKILLed under load (600 requests, concurrency 64)", "",
         "| status codes | slowest failed request s | kill → ready s (engine restarted, aliases reloaded) | aliases after |",
         "|---|---|---|---|",
@@ -256,5 +295,6 @@ def test_zz_write_report():
         "auth, loopback-only engine, no secrets in logs, schemathesis with a few dozen examples per "
         "route) run in `make test`: tests/test_reliability.py, tests/test_service_errors.py, tests/test_fuzz.py.",
         "`make soak` also runs tests/test_fuzz.py with 300 examples per route (BIOINSTRUCT_FUZZ_EXAMPLES).", "",
+        *RESULTS.get("notes", []),
     ]
     (ROOT / "docs" / "RELIABILITY.md").write_text("\n".join(lines))
