@@ -6,11 +6,11 @@ the base model, one adapter, requests spread over three adapters, and adapters o
 ranks and target modules. Engine configurations:
 
 - `plain`: vLLM without --enable-lora (the base model's ceiling)
-- `default`: what the gateway starts (max_loras 4, max_lora_rank 16)
+- `default`: what the gateway starts (max_loras 4, max_lora_rank 16, LoRA layers on qkv_proj
+  and o_proj only, where training/'s adapters have weights)
+- `all_layers`: LoRA layers on every linear module (the default before BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES)
 - `max_loras1`: one adapter slot per batch (vLLM's default)
 - `rank8`: max_lora_rank 8
-- `attn_only`: --lora-target-modules qkv_proj o_proj (LoRA layers only where our adapters have weights)
-- `rank8_attn`: both
 - `merged`: one adapter merged into the base weights (peft merge_and_unload), plain vLLM
 
 All at concurrency 32, fixed output length, greedy.
@@ -64,20 +64,17 @@ WORKLOADS: dict[str, list[str]] = {
     "1 adapter all-linear": ["r8-all"],
 }
 
-ATTN = ["--lora-target-modules", "qkv_proj", "o_proj"]
 CONFIGS = [
     EngineConfig("plain", "vLLM without LoRA", lora=False, workloads=["base"]),
-    EngineConfig("default", "max_loras 4, max_lora_rank 16 (gateway default)",
-                 workloads=["base", "1 adapter", "3 adapters", "1 adapter r16", "1 adapter q,v",
-                            "1 adapter all-linear"]),
+    EngineConfig("default", "gateway default: max_loras 4, max_lora_rank 16, LoRA on qkv_proj, o_proj",
+                 workloads=["base", "1 adapter", "3 adapters", "1 adapter r16", "1 adapter q,v"]),
+    # An all-linear adapter is only servable here: the default engine refuses it.
+    EngineConfig("all_layers", "LoRA on every linear layer", settings={"lora_target_modules": []},
+                 workloads=["base", "1 adapter", "3 adapters", "1 adapter all-linear"]),
     EngineConfig("max_loras1", "max_loras 1", settings={"max_loras": 1, "max_cpu_loras": 4},
                  workloads=["1 adapter", "3 adapters"]),
     EngineConfig("rank8", "max_lora_rank 8", settings={"max_lora_rank": 8},
                  workloads=["1 adapter", "3 adapters", "1 adapter r4"]),
-    EngineConfig("attn_only", "--lora-target-modules qkv_proj o_proj", settings={"extra_args": ATTN},
-                 workloads=["1 adapter", "3 adapters"]),
-    EngineConfig("rank8_attn", "max_lora_rank 8 + target modules qkv_proj o_proj",
-                 settings={"max_lora_rank": 8, "extra_args": ATTN}, workloads=["1 adapter", "3 adapters"]),
     EngineConfig("merged", "adapter r8-qkvo-1 merged into the base weights, vLLM without LoRA", lora=False,
                  merged="r8-qkvo-1", workloads=["base"]),
 ]

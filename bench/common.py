@@ -430,28 +430,8 @@ def spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> 
 def engine_process(model_dir: Path | None = None, *, lora: bool = True, log_dir: Path | None = None, **settings):
     from service.engine import EngineProcess, EngineSettings
 
-    es = EngineSettings(log_dir=log_dir, **settings)
-    proc = EngineProcess(model_dir or CoreSettings().base_model_dir, es)
-    if not lora:
-        original = proc.command
-
-        def command() -> list[str]:
-            cmd = original()
-            out, skip = [], 0
-            for arg in cmd:
-                if skip:
-                    skip -= 1
-                    continue
-                if arg == "--enable-lora":
-                    continue
-                if arg in ("--max-loras", "--max-cpu-loras", "--max-lora-rank"):
-                    skip = 1
-                    continue
-                out.append(arg)
-            return out
-
-        proc.command = command  # type: ignore[method-assign]
-    return proc
+    es = EngineSettings(log_dir=log_dir, enable_lora=lora, **settings)
+    return EngineProcess(model_dir or CoreSettings().base_model_dir, es)
 
 
 @contextlib.contextmanager

@@ -165,11 +165,28 @@ def read_safetensors_header(data_or_path: bytes | Path) -> dict[str, Any]:
     return header
 
 
+# vLLM fuses these peft modules into one layer, and names the fused one in its target modules.
+_FUSED = {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj",
+          "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj"}
+
+
+def engine_layer(module: str) -> str:
+    """vLLM's name for the layer that holds a peft target module (q_proj -> qkv_proj)."""
+    return _FUSED.get(module, module)
+
+
+def adapter_layers(header: dict[str, Any]) -> set[str]:
+    """The engine layers an adapter has LoRA weights for, from its tensor names."""
+    return {engine_layer(key.split(".lora_")[0].rsplit(".", 1)[-1])
+            for key in header if ".lora_A" in key or ".lora_B" in key}
+
+
 def check_adapter_folder(
     folder: Path,
     *,
     base_hidden_size: int | None = None,
     max_rank: int | None = None,
+    lora_modules: list[str] | None = None,
 ) -> dict[str, Any]:
     """Check a local peft LoRA folder; return its adapter_config. RegistryError says what is wrong."""
     if not folder.is_dir():
@@ -206,6 +223,15 @@ def check_adapter_folder(
     header = read_safetensors_header(folder / "adapter_model.safetensors")
     if base_hidden_size:
         _check_shapes(header, base_hidden_size)
+    outside = sorted(adapter_layers(header) - set(lora_modules)) if lora_modules else []
+    if outside:
+        raise RegistryError(
+            f"adapter has LoRA weights on {outside}, but the engine applies LoRA only to {sorted(lora_modules)} "
+            "and would silently ignore the rest; retrain with target_modules inside those (training/'s "
+            "default q_proj,k_proj,v_proj,o_proj is) or start the engine with "
+            "BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES='[]' (LoRA on every layer, about 2x slower on CPU)",
+            code="target_modules_unsupported",
+        )
     return config
 
 
@@ -339,6 +365,7 @@ class Registry:
         base_model: str | None = None,
         base_hidden_size: int | None = None,
         max_rank: int | None = None,
+        lora_modules: list[str] | None = None,
         description: str | None = None,
         training: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
@@ -350,7 +377,8 @@ class Registry:
         if category not in CATEGORIES:
             raise RegistryError(f"category {category!r} is not one of {list(CATEGORIES)}", code="invalid_category")
         folder = Path(folder)
-        config = check_adapter_folder(folder, base_hidden_size=base_hidden_size, max_rank=max_rank)
+        config = check_adapter_folder(folder, base_hidden_size=base_hidden_size, max_rank=max_rank,
+                                      lora_modules=lora_modules)
         files = {f: (folder / f).read_bytes() for f in ADAPTER_FILES}
         files.update({f: (folder / f).read_bytes() for f in ALLOWED_EXTRA if (folder / f).is_file()})
         checksums = {f: sha256_bytes(b) for f, b in files.items()}
@@ -471,6 +499,7 @@ class Registry:
         base_fingerprint: str,
         base_hidden_size: int | None = None,
         max_rank: int | None = None,
+        lora_modules: list[str] | None = None,
     ) -> tuple[Manifest, Path]:
         """Everything checked before a version may be loaded into the engine."""
         manifest = self.manifest(name, version)
@@ -485,7 +514,7 @@ class Registry:
         for entry in folder.iterdir():
             if entry.is_symlink() and not entry.resolve().is_relative_to(root):
                 raise RegistryError(f"{manifest.ref}: {entry.name} is a symlink leaving the registry", code="unsafe_path")
-        check_adapter_folder(folder, base_hidden_size=base_hidden_size, max_rank=max_rank)
+        check_adapter_folder(folder, base_hidden_size=base_hidden_size, max_rank=max_rank, lora_modules=lora_modules)
         for fname, digest in manifest.files.items():
             path = folder / fname
             if not path.is_file():

@@ -68,6 +68,7 @@ class AdapterManager:
         base: BaseModelInfo,
         *,
         max_rank: int,
+        lora_modules: list[str] | None = None,
         pinned_capacity: int,
         metrics: Metrics,
         drain_timeout_s: float = 300.0,
@@ -77,6 +78,7 @@ class AdapterManager:
         self.client = client
         self.base = base
         self.max_rank = max_rank
+        self.lora_modules = lora_modules
         self.pinned_capacity = max(pinned_capacity, 1)
         self.metrics = metrics
         self.drain_timeout_s = drain_timeout_s
@@ -161,7 +163,7 @@ class AdapterManager:
         _, folder = await asyncio.to_thread(
             self.registry.verify, name, version,
             base_fingerprint=self.base.fingerprint, base_hidden_size=self.base.hidden_size,
-            max_rank=self.max_rank,
+            max_rank=self.max_rank, lora_modules=self.lora_modules,
         )
         await self.client.load_lora(ref, str(folder))
         try:

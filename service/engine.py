@@ -43,6 +43,13 @@ class EngineSettings(BaseSettings):
     max_loras: int = 4  # adapters in one batch; >= hot task adapters (qa, ie, gen) + one swapping in
     max_cpu_loras: int = 8
     max_lora_rank: int = 16
+    enable_lora: bool = True  # False: plain vLLM, base model only (benchmarks' ceiling)
+    # Layers that get LoRA in the engine, in vLLM's fused names. On CPU every LoRA layer costs
+    # time even where an adapter has no weights: restricting it to where our adapters train
+    # (q/k/v/o) measured 1.9x one adapter and 2.4x three (docs/BENCHMARKS.md §2). Adapters with
+    # weights elsewhere are refused at publish (the engine would silently drop those deltas).
+    # An empty list puts LoRA on every layer.
+    lora_target_modules: list[str] = Field(default_factory=lambda: ["qkv_proj", "o_proj"])
     kv_cache_gib: float = 1.0  # CPU only (VLLM_CPU_KVCACHE_SPACE)
     gpu_memory_utilization: float | None = None  # default: 0.3 on CPU (NUMA free-memory check), 0.9 on GPU
     cpu_threads_bind: str | None = None  # default: every core ("0-N"); vLLM would reserve one
@@ -56,6 +63,11 @@ class EngineSettings(BaseSettings):
     startup_timeout_s: float = 600.0
     stop_grace_s: float = 20.0
     log_dir: Path | None = None
+
+    @property
+    def lora_modules(self) -> list[str] | None:
+        """The engine's LoRA layers, or None for every layer (what adapters are checked against)."""
+        return list(self.lora_target_modules) or None
 
     @field_validator("host")
     @classmethod
@@ -141,15 +153,16 @@ class EngineProcess:
             "--dtype", s.dtype or ("float32" if cpu else "auto"),
             "--max-model-len", str(s.max_model_len),
             "--gpu-memory-utilization", str(s.gpu_memory_utilization or (0.3 if cpu else 0.9)),
-            "--enable-lora",
-            "--max-loras", str(s.max_loras),
-            "--max-cpu-loras", str(max(s.max_cpu_loras, s.max_loras)),
-            "--max-lora-rank", str(s.max_lora_rank),
             "--seed", str(s.seed),
             "--disable-uvicorn-access-log",
             # The gateway scores QA options from the top next-token logprobs (service/scoring.py).
             "--max-logprobs", "64",
         ]
+        if s.enable_lora:
+            cmd += ["--enable-lora", "--max-loras", str(s.max_loras),
+                    "--max-cpu-loras", str(max(s.max_cpu_loras, s.max_loras)), "--max-lora-rank", str(s.max_lora_rank)]
+            if s.lora_target_modules:
+                cmd += ["--lora-target-modules", *s.lora_target_modules]
         if s.max_num_seqs:
             cmd += ["--max-num-seqs", str(s.max_num_seqs)]
         if s.enable_prefix_caching:

@@ -79,6 +79,7 @@ class Gateway:
         self.adapters = AdapterManager(
             self.registry, self.client, self.base,
             max_rank=self.engine_settings.max_lora_rank,
+            lora_modules=self.engine_settings.lora_modules,
             pinned_capacity=max(1, serving_slots - 3),
             metrics=self.metrics,
             drain_timeout_s=settings.drain_timeout_s,

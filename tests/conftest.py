@@ -57,7 +57,8 @@ def engine(base_model_dir: Path, tmp_path_factory):
     proc.stop()
 
 
-def _make_lora(base_model_dir: Path, out: Path, seed: int, rank: int = 8, scale: float = 0.5) -> Path:
+def _make_lora(base_model_dir: Path, out: Path, seed: int, rank: int = 8, scale: float = 0.5,
+               targets: tuple[str, ...] = ("q_proj", "v_proj")) -> Path:
     """A real peft LoRA folder with random, non-zero weights (so it changes the output)."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -66,7 +67,7 @@ def _make_lora(base_model_dir: Path, out: Path, seed: int, rank: int = 8, scale:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
     config = LoraConfig(
-        r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+        r=rank, lora_alpha=2 * rank, target_modules=list(targets), init_lora_weights=False,
         task_type="CAUSAL_LM",
     )
     peft_model = get_peft_model(model, config)
@@ -83,11 +84,12 @@ def make_lora(base_model_dir: Path, tmp_path_factory):
     """Factory: make_lora(seed, rank=8) -> folder of a real random LoRA adapter."""
     cache: dict[tuple, Path] = {}
 
-    def factory(seed: int = 0, rank: int = 8, scale: float = 0.5) -> Path:
-        key = (seed, rank, scale)
+    def factory(seed: int = 0, rank: int = 8, scale: float = 0.5,
+                targets: tuple[str, ...] = ("q_proj", "v_proj")) -> Path:
+        key = (seed, rank, scale, targets)
         if key not in cache:
             out = tmp_path_factory.mktemp(f"lora-s{seed}-r{rank}")
-            cache[key] = _make_lora(base_model_dir, out, seed, rank, scale)
+            cache[key] = _make_lora(base_model_dir, out, seed, rank, scale, targets)
         return cache[key]
 
     return factory

@@ -70,6 +70,17 @@ def test_engine_command_has_cpu_defaults(base_model_dir):
     assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
     assert env["HF_HUB_OFFLINE"] == "1"
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    lora = cmd[cmd.index("--lora-target-modules") + 1:]
+    assert lora[:2] == ["qkv_proj", "o_proj"] and lora[2].startswith("--")  # attention only, by default
+
+
+def test_engine_lora_layers_are_settings(base_model_dir, monkeypatch):
+    monkeypatch.setenv("BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES", "[]")
+    every_layer = EngineSettings(device="cpu", port=9)
+    assert every_layer.lora_modules is None
+    assert "--lora-target-modules" not in EngineProcess(base_model_dir, every_layer).command()
+    plain = EngineProcess(base_model_dir, EngineSettings(device="cpu", port=9, enable_lora=False)).command()
+    assert not {"--enable-lora", "--max-loras", "--lora-target-modules"} & set(plain)
 
 
 def test_start_failure_carries_engine_log(tmp_path):

@@ -92,6 +92,9 @@ def test_bad_adapter_publishes_are_refused_and_change_nothing(live_service, serv
         _make_folder(live_service, "noconfig", src, no_config): ("missing", "incomplete_adapter"),
         _make_folder(live_service, "rank64", src, rank_64): ("rank 64", "rank_too_high"),
         _make_folder(live_service, "symlinked", src, symlink_out): ("symlink", "unsafe_path"),
+        # The engine has LoRA on attention only: MLP weights would be silently ignored.
+        _make_folder(live_service, "mlp", make_lora(seed=43, targets=("q_proj", "down_proj")), lambda d: None):
+            ("LoRA weights on ['down_proj']", "target_modules_unsupported"),
     }
     (live_service.publish_root / "linkdir").symlink_to(outside)
     cases["linkdir"] = ("outside the publish root", "unsafe_path")

@@ -80,4 +80,15 @@ def test_target_modules_from_cli_string():
     assert _overrides(lr=0.1, rank=None) == {"learning_rate": 0.1}
     cfg = TrainConfig.model_validate(_overrides(target_modules="q_proj, v_proj"))
     assert cfg.target_modules == ["q_proj", "v_proj"]
-    assert TrainConfig.model_validate(_overrides(target_modules="all-linear")).target_modules == "all-linear"
+    every_layer = {"engine_lora_modules": []}
+    assert TrainConfig.model_validate({**_overrides(target_modules="all-linear"), **every_layer}).target_modules \
+        == "all-linear"
+
+
+@pytest.mark.parametrize("targets", ["all-linear", "q_proj,gate_proj"])
+def test_targets_outside_the_engine_lora_layers_are_refused_before_training(targets):
+    from training.cli import _overrides
+
+    with pytest.raises(ValueError, match="outside the serving engine's LoRA layers"):
+        TrainConfig.model_validate(_overrides(target_modules=targets))
+    assert TrainConfig.model_validate(_overrides(target_modules="q_proj,v_proj,o_proj")).target_modules

@@ -265,12 +265,13 @@ def test_train_all_makes_one_adapter_per_family_and_one_on_all(tiny_model_dir, t
 
 
 def test_a_few_steps_on_the_embedded_model(base_model_dir, data_file, tmp_path):
-    """The real base: peft targets exist, logits_to_keep works, the adapter is servable."""
-    from bioinstruct.registry import check_adapter_folder
+    """The real base: peft targets exist, logits_to_keep works, the adapter is servable on an
+    engine with LoRA on every layer and refused by one with LoRA on attention only."""
+    from bioinstruct.registry import RegistryError, check_adapter_folder
 
     cfg = load_config("cpu-smollm2", {"max_length": 160, "rank": 4, "batch_size": 2, "grad_accum": 1,
                                       "max_steps": 1, "save_every": 0, "eval_every": 0, "eval_fraction": 0,
-                                      "target_modules": "all-linear"})
+                                      "target_modules": "all-linear", "engine_lora_modules": []})
     job = TrainJob(config=cfg, data_files=[data_file], category="QA", name="real-qa", run_dir=tmp_path / "run",
                    publish=False)
     result = train(job, progress=False, log=lambda _m: None)
@@ -279,4 +280,7 @@ def test_a_few_steps_on_the_embedded_model(base_model_dir, data_file, tmp_path):
     config = check_adapter_folder(result.adapter_dir, base_hidden_size=base.hidden_size, max_rank=16)
     assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                              "down_proj"}
+    with pytest.raises(RegistryError, match=r"LoRA weights on \['down_proj', 'gate_up_proj'\]") as info:
+        check_adapter_folder(result.adapter_dir, lora_modules=["qkv_proj", "o_proj"])
+    assert info.value.code == "target_modules_unsupported"
     assert not list(result.adapter_dir.glob("*.bin"))

@@ -20,7 +20,8 @@ CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 # Fields that do not change the trained weights: changing them keeps a run resumable.
 RESUME_NEUTRAL = frozenset(
-    {"save_every", "eval_every", "log_every", "keep_checkpoints", "num_threads", "engine_max_rank"}
+    {"save_every", "eval_every", "log_every", "keep_checkpoints", "num_threads", "engine_max_rank",
+     "engine_lora_modules"}
 )
 
 
@@ -45,6 +46,9 @@ class TrainConfig(BaseModel):
     )
     # The serving engine refuses adapters above its max LoRA rank (vLLM default 16).
     engine_max_rank: int = Field(16, ge=1)
+    # ... and adapters with weights outside its LoRA layers (BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES;
+    # empty = every layer): checked here so that no training run ends in an unservable adapter.
+    engine_lora_modules: list[str] = Field(default_factory=lambda: ["qkv_proj", "o_proj"])
 
     # Optimisation
     learning_rate: float = Field(2e-4, gt=0, lt=1)
@@ -99,6 +103,18 @@ class TrainConfig(BaseModel):
                 f"use rank <= {self.engine_max_rank} or raise engine_max_rank together with "
                 "BIOINSTRUCT_ENGINE_MAX_LORA_RANK"
             )
+        if self.engine_lora_modules:
+            from bioinstruct.registry import engine_layer
+
+            targets = self.target_modules
+            outside = ["all-linear"] if targets == "all-linear" else sorted(
+                {t for t in targets if engine_layer(t) not in self.engine_lora_modules})
+            if outside:
+                raise ValueError(
+                    f"target_modules {outside} are outside the serving engine's LoRA layers "
+                    f"{self.engine_lora_modules}: the engine would ignore those weights. Use q_proj,k_proj,v_proj,o_proj "
+                    "(or a subset), or set engine_lora_modules=[] together with BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES='[]'"
+                )
         return self
 
     @property

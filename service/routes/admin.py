@@ -66,7 +66,8 @@ async def publish(body: PublishRequest, gw: Gateway = Depends(get_admin)) -> Ada
     manifest = await asyncio.to_thread(
         gw.registry.publish, folder, name=body.name, category=body.category,
         base_fingerprint=gw.base.fingerprint, base_model=gw.base.path, base_hidden_size=gw.base.hidden_size,
-        max_rank=gw.engine_settings.max_lora_rank, description=body.description,
+        max_rank=gw.engine_settings.max_lora_rank, lora_modules=gw.engine_settings.lora_modules,
+        description=body.description,
     )
     if body.alias:
         await _point(gw, body.alias, manifest.ref)
@@ -97,7 +98,8 @@ async def _point(gw: Gateway, alias: str, target: str) -> AliasOut:
     name, version = parse_ref(target)
     # Validate before the registry changes, so a bad version never becomes desired state.
     await asyncio.to_thread(gw.registry.verify, name, version, base_fingerprint=gw.base.fingerprint,
-                            base_hidden_size=gw.base.hidden_size, max_rank=gw.engine_settings.max_lora_rank)
+                            base_hidden_size=gw.base.hidden_size, max_rank=gw.engine_settings.max_lora_rank,
+                            lora_modules=gw.engine_settings.lora_modules)
     await asyncio.to_thread(gw.registry.set_alias, alias, target)
     return await _reconciled(gw, alias)
 

@@ -178,6 +178,8 @@ app.kubernetes.io/component: engine
   value: {{ .Values.engine.maxCpuLoras | quote }}
 - name: BIOINSTRUCT_ENGINE_MAX_LORA_RANK
   value: {{ .Values.engine.maxLoraRank | quote }}
+- name: BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES
+  value: {{ .Values.engine.loraTargetModules | toJson | quote }}
 {{- with .Values.engine.gpuMemoryUtilization }}
 - name: BIOINSTRUCT_ENGINE_GPU_MEMORY_UTILIZATION
   value: {{ . | quote }}
