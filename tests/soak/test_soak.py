@@ -266,8 +266,9 @@ def test_zz_write_report(test_outcomes):
         f"max_inflight={ADMIT}, max_queue={QUEUE}.", "",
         f"Command: `BIOINSTRUCT_SOAK_REQUESTS={N_LOAD} {_command()}`"
         + ("" if N_LOAD == 5000 else f" — **{N_LOAD} load requests, not the 5,000 of `make soak`**") + ".", "",
-        f"Tests in this run: {RESULTS['tests']['passed']} passed"
+        f"Tests in this run: {RESULTS['tests']['passed']} test functions passed"
         + (f"; **not passed: {', '.join(failed)}**" if failed else ", none failed")
+        + " (pytest's own count is higher: schemathesis reports each route of its functions)"
         + (f"; schemathesis ran {RESULTS['tests']['fuzz_examples_per_route']} examples per route"
            if RESULTS["tests"]["fuzz_examples_per_route"] else "; the fuzz tests were not part of this run") + ".", "",
         f"Cold start (`bioinstruct serve` to /health/ready with 3 aliases): {RESULTS.get('cold_start_s')} s.", "",
