@@ -23,6 +23,7 @@ import httpx
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bioinstruct.registry import DEFAULT_LORA_MODULES
 from bioinstruct.settings import offline_env
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -49,7 +50,7 @@ class EngineSettings(BaseSettings):
     # (q/k/v/o) measured 1.9x one adapter and 2.4x three (docs/BENCHMARKS.md §2). Adapters with
     # weights elsewhere are refused at publish (the engine would silently drop those deltas).
     # An empty list puts LoRA on every layer.
-    lora_target_modules: list[str] = Field(default_factory=lambda: ["qkv_proj", "o_proj"])
+    lora_target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_LORA_MODULES))
     kv_cache_gib: float = 1.0  # CPU only (VLLM_CPU_KVCACHE_SPACE)
     gpu_memory_utilization: float | None = None  # default: 0.3 on CPU (NUMA free-memory check), 0.9 on GPU
     cpu_threads_bind: str | None = None  # default: every core ("0-N"); vLLM would reserve one

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bioinstruct.registry import DEFAULT_LORA_MODULES, engine_layer
+
 DEFAULT_CONFIG = "cpu-smollm2"
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -48,7 +50,7 @@ class TrainConfig(BaseModel):
     engine_max_rank: int = Field(16, ge=1)
     # ... and adapters with weights outside its LoRA layers (BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES;
     # empty = every layer): checked here so that no training run ends in an unservable adapter.
-    engine_lora_modules: list[str] = Field(default_factory=lambda: ["qkv_proj", "o_proj"])
+    engine_lora_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_LORA_MODULES))
 
     # Optimisation
     learning_rate: float = Field(2e-4, gt=0, lt=1)
@@ -104,8 +106,6 @@ class TrainConfig(BaseModel):
                 "BIOINSTRUCT_ENGINE_MAX_LORA_RANK"
             )
         if self.engine_lora_modules:
-            from bioinstruct.registry import engine_layer
-
             targets = self.target_modules
             outside = ["all-linear"] if targets == "all-linear" else sorted(
                 {t for t in targets if engine_layer(t) not in self.engine_lora_modules})
