@@ -228,14 +228,14 @@ def merge_lora(adapter: Path) -> Path:
 def publish_adapters(registry: Path, adapters: dict[str, Path]) -> dict[str, str]:
     """Publish each folder as bench-<alias> with alias <alias>; return alias -> engine name."""
     from bioinstruct.model import inspect_base_model
-    from bioinstruct.registry import Registry
+    from bioinstruct.registry import AdapterLimits, Registry
 
     base = inspect_base_model(CoreSettings().base_model_dir)
     reg = Registry(registry)
     refs = {}
     for alias, folder in adapters.items():
         m = reg.publish(folder, name=f"bench-{alias}", category="GEN", base_fingerprint=base.fingerprint,
-                        base_hidden_size=base.hidden_size, alias=alias)
+                        limits=AdapterLimits(base_hidden_size=base.hidden_size), alias=alias)
         refs[alias] = m.ref
     return refs
 

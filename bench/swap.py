@@ -56,7 +56,7 @@ async def _drive(gw: str, prompts: list[str], refs: dict[str, str], plan: list[s
             i += 1
 
     from bioinstruct.model import inspect_base_model
-    from bioinstruct.registry import Registry
+    from bioinstruct.registry import AdapterLimits, Registry
 
     base = inspect_base_model(C.CoreSettings().base_model_dir)
     reg = Registry(registry)
@@ -85,7 +85,7 @@ async def _drive(gw: str, prompts: list[str], refs: dict[str, str], plan: list[s
             else:
                 def write(folder: Path = folder) -> None:
                     reg.publish(folder, name="bench-a1", category="GEN", base_fingerprint=base.fingerprint,
-                                base_hidden_size=base.hidden_size, alias="a1")
+                                limits=AdapterLimits(base_hidden_size=base.hidden_size), alias="a1")
 
                 await asyncio.to_thread(write)
                 ok, detail = True, None

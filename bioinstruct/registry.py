@@ -28,7 +28,7 @@ from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 ALIAS_RE = NAME_RE
@@ -183,14 +183,23 @@ def adapter_layers(header: dict[str, Any]) -> set[str]:
             for key in header if ".lora_A" in key or ".lora_B" in key}
 
 
-def check_adapter_folder(
-    folder: Path,
-    *,
-    base_hidden_size: int | None = None,
-    max_rank: int | None = None,
-    lora_modules: list[str] | None = None,
-) -> dict[str, Any]:
+class AdapterLimits(BaseModel):
+    """What the serving base model and engine can load; every adapter check reads this one object.
+
+    None means "not checked" (e.g. a registry tool with no engine in sight).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    base_hidden_size: int | None = None
+    max_rank: int | None = None  # the engine's --max-lora-rank
+    lora_modules: tuple[str, ...] | None = None  # the engine's --lora-target-modules; None: every layer
+
+
+def check_adapter_folder(folder: Path, limits: AdapterLimits | None = None) -> dict[str, Any]:
     """Check a local peft LoRA folder; return its adapter_config. RegistryError says what is wrong."""
+    limits = limits or AdapterLimits()
+    max_rank, lora_modules = limits.max_rank, limits.lora_modules
     if not folder.is_dir():
         raise RegistryError(f"adapter folder {folder} does not exist or is not a directory", status=400)
     names = {p.name for p in folder.iterdir()}
@@ -223,8 +232,8 @@ def check_adapter_folder(
             code="rank_too_high",
         )
     header = read_safetensors_header(folder / "adapter_model.safetensors")
-    if base_hidden_size:
-        _check_shapes(header, base_hidden_size)
+    if limits.base_hidden_size:
+        _check_shapes(header, limits.base_hidden_size)
     outside = sorted(adapter_layers(header) - set(lora_modules)) if lora_modules else []
     if outside:
         raise RegistryError(
@@ -365,9 +374,7 @@ class Registry:
         category: str,
         base_fingerprint: str,
         base_model: str | None = None,
-        base_hidden_size: int | None = None,
-        max_rank: int | None = None,
-        lora_modules: list[str] | None = None,
+        limits: AdapterLimits | None = None,
         description: str | None = None,
         training: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
@@ -379,8 +386,7 @@ class Registry:
         if category not in CATEGORIES:
             raise RegistryError(f"category {category!r} is not one of {list(CATEGORIES)}", code="invalid_category")
         folder = Path(folder)
-        config = check_adapter_folder(folder, base_hidden_size=base_hidden_size, max_rank=max_rank,
-                                      lora_modules=lora_modules)
+        config = check_adapter_folder(folder, limits)
         files = {f: (folder / f).read_bytes() for f in ADAPTER_FILES}
         files.update({f: (folder / f).read_bytes() for f in ALLOWED_EXTRA if (folder / f).is_file()})
         checksums = {f: sha256_bytes(b) for f, b in files.items()}
@@ -499,9 +505,7 @@ class Registry:
         version: int,
         *,
         base_fingerprint: str,
-        base_hidden_size: int | None = None,
-        max_rank: int | None = None,
-        lora_modules: list[str] | None = None,
+        limits: AdapterLimits | None = None,
     ) -> tuple[Manifest, Path]:
         """Everything checked before a version may be loaded into the engine."""
         manifest = self.manifest(name, version)
@@ -516,7 +520,7 @@ class Registry:
         for entry in folder.iterdir():
             if entry.is_symlink() and not entry.resolve().is_relative_to(root):
                 raise RegistryError(f"{manifest.ref}: {entry.name} is a symlink leaving the registry", code="unsafe_path")
-        check_adapter_folder(folder, base_hidden_size=base_hidden_size, max_rank=max_rank, lora_modules=lora_modules)
+        check_adapter_folder(folder, limits)
         for fname, digest in manifest.files.items():
             path = folder / fname
             if not path.is_file():

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from bioinstruct.model import BaseModelInfo
-from bioinstruct.registry import NotFound, Registry, RegistryError, parse_ref
+from bioinstruct.registry import AdapterLimits, NotFound, Registry, RegistryError, parse_ref
 from instruct.families import TaskFamily
 from service.engine_client import EngineClient
 from service.errors import APIError
@@ -67,8 +67,7 @@ class AdapterManager:
         client: EngineClient,
         base: BaseModelInfo,
         *,
-        max_rank: int,
-        lora_modules: list[str] | None = None,
+        limits: AdapterLimits,
         pinned_capacity: int,
         metrics: Metrics,
         drain_timeout_s: float = 300.0,
@@ -77,8 +76,7 @@ class AdapterManager:
         self.registry = registry
         self.client = client
         self.base = base
-        self.max_rank = max_rank
-        self.lora_modules = lora_modules
+        self.limits = limits
         self.pinned_capacity = max(pinned_capacity, 1)
         self.metrics = metrics
         self.drain_timeout_s = drain_timeout_s
@@ -162,8 +160,7 @@ class AdapterManager:
         name, version = parse_ref(ref)
         _, folder = await asyncio.to_thread(
             self.registry.verify, name, version,
-            base_fingerprint=self.base.fingerprint, base_hidden_size=self.base.hidden_size,
-            max_rank=self.max_rank, lora_modules=self.lora_modules,
+            base_fingerprint=self.base.fingerprint, limits=self.limits,
         )
         await self.client.load_lora(ref, str(folder))
         try:

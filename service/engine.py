@@ -23,7 +23,7 @@ import httpx
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bioinstruct.registry import DEFAULT_LORA_MODULES
+from bioinstruct.registry import DEFAULT_LORA_MODULES, AdapterLimits
 from bioinstruct.settings import offline_env
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -65,10 +65,10 @@ class EngineSettings(BaseSettings):
     stop_grace_s: float = 20.0
     log_dir: Path | None = None
 
-    @property
-    def lora_modules(self) -> list[str] | None:
-        """The engine's LoRA layers, or None for every layer (what adapters are checked against)."""
-        return list(self.lora_target_modules) or None
+    def adapter_limits(self, base_hidden_size: int | None) -> AdapterLimits:
+        """What this engine can load, for the registry's checks of every adapter before it is served."""
+        return AdapterLimits(base_hidden_size=base_hidden_size, max_rank=self.max_lora_rank,
+                             lora_modules=tuple(self.lora_target_modules) or None)  # empty: every layer
 
     @field_validator("host")
     @classmethod

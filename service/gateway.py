@@ -76,10 +76,10 @@ class Gateway:
         self.registry = Registry(core.registry or core.home / "registry",
                                  cache_dir=core.home / ".cache" / "registry")
         serving_slots = self.engine_settings.max_cpu_loras
+        self.adapter_limits = self.engine_settings.adapter_limits(self.base.hidden_size)
         self.adapters = AdapterManager(
             self.registry, self.client, self.base,
-            max_rank=self.engine_settings.max_lora_rank,
-            lora_modules=self.engine_settings.lora_modules,
+            limits=self.adapter_limits,
             pinned_capacity=max(1, serving_slots - 3),
             metrics=self.metrics,
             drain_timeout_s=settings.drain_timeout_s,

@@ -75,9 +75,11 @@ def test_engine_command_has_cpu_defaults(base_model_dir):
 
 
 def test_engine_lora_layers_are_settings(base_model_dir, monkeypatch):
+    monkeypatch.delenv("BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES", raising=False)
+    assert EngineSettings(device="cpu", port=9).adapter_limits(576).lora_modules == ("qkv_proj", "o_proj")
     monkeypatch.setenv("BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES", "[]")
     every_layer = EngineSettings(device="cpu", port=9)
-    assert every_layer.lora_modules is None
+    assert every_layer.adapter_limits(576).lora_modules is None
     assert "--lora-target-modules" not in EngineProcess(base_model_dir, every_layer).command()
     plain = EngineProcess(base_model_dir, EngineSettings(device="cpu", port=9, enable_lora=False)).command()
     assert not {"--enable-lora", "--max-loras", "--lora-target-modules"} & set(plain)

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from bioinstruct import registry as registry_mod
-from bioinstruct.registry import Conflict, NotFound, Registry, RegistryError, parse_ref
+from bioinstruct.registry import (
+    AdapterLimits,
+    Conflict,
+    NotFound,
+    Registry,
+    RegistryError,
+    parse_ref,
+)
 
 FP = "f" * 32
 
@@ -114,10 +121,10 @@ def test_refusals_at_publish(reg, lora, tmp_path):
         reg.publish(garbage, name="x", category="QA", base_fingerprint=FP)
 
     with pytest.raises(RegistryError, match="rank 4 is above the engine's limit of 2"):
-        reg.publish(lora, name="x", category="QA", base_fingerprint=FP, max_rank=2)
+        reg.publish(lora, name="x", category="QA", base_fingerprint=FP, limits=AdapterLimits(max_rank=2))
 
     with pytest.raises(RegistryError, match="hidden size"):
-        reg.publish(lora, name="x", category="QA", base_fingerprint=FP, base_hidden_size=1024)
+        reg.publish(lora, name="x", category="QA", base_fingerprint=FP, limits=AdapterLimits(base_hidden_size=1024))
 
     linked = _copy(lora, tmp_path / "linked")
     (linked / "adapter_model.safetensors").unlink()
@@ -135,7 +142,7 @@ def test_refusals_at_publish(reg, lora, tmp_path):
 
 def test_verify_catches_changes_after_publish(reg, lora):
     m = reg.publish(lora, name="bio-qa", category="QA", base_fingerprint=FP)
-    manifest, folder = reg.verify("bio-qa", m.version, base_fingerprint=FP, max_rank=16)
+    manifest, folder = reg.verify("bio-qa", m.version, base_fingerprint=FP, limits=AdapterLimits(max_rank=16))
     assert folder.is_dir() and manifest.ref == "bio-qa@1"
     with pytest.raises(RegistryError, match="base model"):
         reg.verify("bio-qa", 1, base_fingerprint="0" * 32)

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from bioinstruct.model import inspect_base_model
-from bioinstruct.registry import Registry
+from bioinstruct.registry import AdapterLimits, Registry
 from instruct.records import InstructionRecord
 from instruct.tasks import qa_task
 from training import batching
@@ -124,7 +124,8 @@ def test_manifest_after_publish(full_run, tiny_model_dir, data_file):
     stored = registry.manifest("test-qa", 1)
     assert stored == m
     # what the service checks before loading it
-    registry.verify("test-qa", 1, base_fingerprint=base.fingerprint, base_hidden_size=base.hidden_size, max_rank=16)
+    registry.verify("test-qa", 1, base_fingerprint=base.fingerprint,
+                    limits=AdapterLimits(base_hidden_size=base.hidden_size, max_rank=16))
     assert m.category == "QA" and m.base_model_fingerprint == base.fingerprint and m.base_model == base.path
     assert m.rank == 4 and m.alpha == 8 and m.target_modules == ["k_proj", "o_proj", "q_proj", "v_proj"]
     assert set(m.files) >= {"adapter_config.json", "adapter_model.safetensors"}
@@ -277,10 +278,10 @@ def test_a_few_steps_on_the_embedded_model(base_model_dir, data_file, tmp_path):
     result = train(job, progress=False, log=lambda _m: None)
     assert result.finished and 0 < result.summary["train_loss"] < 20
     base = inspect_base_model(base_model_dir)
-    config = check_adapter_folder(result.adapter_dir, base_hidden_size=base.hidden_size, max_rank=16)
+    config = check_adapter_folder(result.adapter_dir, AdapterLimits(base_hidden_size=base.hidden_size, max_rank=16))
     assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                              "down_proj"}
     with pytest.raises(RegistryError, match=r"LoRA weights on \['down_proj', 'gate_up_proj'\]") as info:
-        check_adapter_folder(result.adapter_dir, lora_modules=["qkv_proj", "o_proj"])
+        check_adapter_folder(result.adapter_dir, AdapterLimits(lora_modules=("qkv_proj", "o_proj")))
     assert info.value.code == "target_modules_unsupported"
     assert not list(result.adapter_dir.glob("*.bin"))

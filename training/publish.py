@@ -11,7 +11,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from bioinstruct.registry import Manifest, NotFound, Registry
+from bioinstruct.registry import AdapterLimits, Manifest, NotFound, Registry
 from training.checkpoint import write_json_atomic
 from training.config import TrainConfig
 
@@ -75,8 +75,8 @@ def publish_run(job, run_dir: Path, summary: dict[str, Any], base, registry_url:
         category=job.category,
         base_fingerprint=base.fingerprint,
         base_model=base.path,
-        base_hidden_size=base.hidden_size,
-        max_rank=cfg.engine_max_rank,
+        limits=AdapterLimits(base_hidden_size=base.hidden_size, max_rank=cfg.engine_max_rank,
+                             lora_modules=tuple(cfg.engine_lora_modules) or None),
         description=job.description or f"LoRA r={cfg.rank} on {job.category} instructions ({run_dir.name})",
         training=training_record(run_dir, summary, cfg),
         metrics=metrics,

@@ -65,8 +65,7 @@ async def publish(body: PublishRequest, gw: Gateway = Depends(get_admin)) -> Ada
     folder = _publish_folder(gw, body.path)
     manifest = await asyncio.to_thread(
         gw.registry.publish, folder, name=body.name, category=body.category,
-        base_fingerprint=gw.base.fingerprint, base_model=gw.base.path, base_hidden_size=gw.base.hidden_size,
-        max_rank=gw.engine_settings.max_lora_rank, lora_modules=gw.engine_settings.lora_modules,
+        base_fingerprint=gw.base.fingerprint, base_model=gw.base.path, limits=gw.adapter_limits,
         description=body.description,
     )
     if body.alias:
@@ -98,8 +97,7 @@ async def _point(gw: Gateway, alias: str, target: str) -> AliasOut:
     name, version = parse_ref(target)
     # Validate before the registry changes, so a bad version never becomes desired state.
     await asyncio.to_thread(gw.registry.verify, name, version, base_fingerprint=gw.base.fingerprint,
-                            base_hidden_size=gw.base.hidden_size, max_rank=gw.engine_settings.max_lora_rank,
-                            lora_modules=gw.engine_settings.lora_modules)
+                            limits=gw.adapter_limits)
     await asyncio.to_thread(gw.registry.set_alias, alias, target)
     return await _reconciled(gw, alias)
 
