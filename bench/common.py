@@ -411,7 +411,7 @@ def stop_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
 
 
 def spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    from service.engine import _die_with_parent
+    from service.engine_guard import die_with_parent
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ)
@@ -422,7 +422,7 @@ def spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> 
     fh = log_path.open("ab")
     try:
         return subprocess.Popen(cmd, env=full_env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_die_with_parent, cwd=HOME)
+                                start_new_session=True, preexec_fn=die_with_parent, cwd=HOME)
     finally:
         fh.close()
 

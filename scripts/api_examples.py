@@ -194,6 +194,8 @@ The OpenAPI schema is at `$BASE/openapi.json` and interactive docs at `$BASE/doc
 
 - `adapter` (task routes) and `model` (OpenAI routes): an alias (`qa`), a pinned version
   (`name@3`), `base`, or `auto` (the adapter of the request's task family).
+  Omitted: the route's default alias (`qa` for /qa, `ie` for /extract, `gen` for /generate),
+  or the base model while that alias is not published; a named adapter that does not exist is a 404.
 - Auth: with `BIOINSTRUCT_API_KEYS` set, send `Authorization: Bearer <key>`; admin routes take
   `Authorization: Bearer $ADMIN_TOKEN` (`BIOINSTRUCT_ADMIN_TOKEN`).
 - Errors: `{{"error": {{"message", "type", "param", "code"}}}}` with 400 (fix the request), 401, 403,

@@ -8,7 +8,6 @@ routes are an admin capability that only the gateway may reach.
 from __future__ import annotations
 
 import collections
-import ctypes
 import os
 import signal
 import socket
@@ -25,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bioinstruct.registry import DEFAULT_LORA_MODULES, AdapterLimits
 from bioinstruct.settings import offline_env
+from service.engine_guard import die_with_parent
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -100,20 +100,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the parent dies, even by SIGKILL (Linux), so no orphan."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def die_with_parent() -> None:
-    """Same, for the current process (used by `bioinstruct serve` under make)."""
-    _die_with_parent()
-
-
 class EngineProcess:
     """One vLLM OpenAI server child process."""
 
@@ -135,7 +121,19 @@ class EngineProcess:
 
     @property
     def pid(self) -> int | None:
+        """The engine guard's pid (service/engine_guard.py): the leader of the engine's process group."""
         return self._proc.pid if self._proc else None
+
+    @property
+    def server_pid(self) -> int | None:
+        """vLLM's API server, the guard's one child (None before it is spawned or after it is gone)."""
+        if not self.running:
+            return None
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            return None
+        return int(children[0]) if children else None
 
     def _device(self) -> str:
         if self.settings.device != "auto":
@@ -190,8 +188,9 @@ class EngineProcess:
         self._tail.clear()
         self.started_at = time.monotonic()
         self.healthy_after_s = None
+        guard = [sys.executable, "-m", "service.engine_guard", f"{self.settings.stop_grace_s:g}", "--"]
         self._proc = subprocess.Popen(
-            self.command(),
+            guard + self.command(),
             env=self.environment(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -203,7 +202,7 @@ class EngineProcess:
         self._reader.start()
 
     def _preexec(self) -> None:
-        _die_with_parent()
+        die_with_parent()
         if self.device == "cpu" and self.settings.cpu_nice:
             os.nice(self.settings.cpu_nice)
 
@@ -277,9 +276,13 @@ class EngineProcess:
         return proc.returncode
 
     def kill(self) -> None:
-        """Hard-kill the server process only (fault injection: the gateway must notice)."""
-        if self._proc and self._proc.poll() is None:
-            self._proc.kill()
+        """Hard-kill vLLM's API server only, as a crash would (fault injection: the gateway must notice)."""
+        pid = self.server_pid
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     @staticmethod
     def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

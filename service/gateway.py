@@ -165,8 +165,12 @@ class Gateway:
                            code="engine_unavailable", headers={"Retry-After": "5"})
 
     def target_for(self, spec: str | None, family: TaskFamily, route_default: str, caller: Caller) -> Target:
-        spec = spec or route_default
-        target = self.adapters.resolve(spec, family, default=route_default)
+        # Only an omitted adapter may fall back to base when the route's default alias is not
+        # published; one the caller names must exist (404 otherwise), or a typo is served silently.
+        if spec:
+            target = self.adapters.resolve(spec, family)
+        else:
+            target = self.adapters.resolve(route_default, family, default=route_default)
         caller.check(target)
         return target
 

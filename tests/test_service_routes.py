@@ -144,6 +144,10 @@ def test_auto_routes_by_task_family(http, live_service, make_lora):
     assert http.delete("/admin/aliases/qa", headers=live_service.admin_headers).status_code == 204
     r = http.post("/qa", json={"question": "Is insulin a hormone?", "options": ["yes", "no"]})
     assert r.json()["adapter"] == "base"  # default alias gone: falls back to base
+    # ...but an adapter the caller names must exist
+    r = http.post("/qa", json={"question": "Is insulin a hormone?", "options": ["yes", "no"], "adapter": "qa"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "adapter_not_found", r.text
+    assert "unknown adapter 'qa'" in r.json()["error"]["message"]
 
 
 def test_metrics_report_routes_tokens_and_resident_adapters(http):

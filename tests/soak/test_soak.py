@@ -209,7 +209,11 @@ def test_overload_4x(server):
 
 def test_engine_kill_under_load(server):
     proc, url = server
-    engine_pid = next(int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split())
+    def children(pid: int) -> list[int]:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+    guard_pid = children(proc.pid)[0]  # service/engine_guard.py, the gateway's child
+    engine_pid = children(guard_pid)[0]  # vLLM's API server: the crash we inject
 
     async def run():
         task = asyncio.create_task(_drive(url, range(10_000, 10_600), CONCURRENCY))
