@@ -28,7 +28,7 @@ from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 ALIAS_RE = NAME_RE
@@ -195,11 +195,15 @@ class AdapterLimits(BaseModel):
     max_rank: int | None = None  # the engine's --max-lora-rank
     lora_modules: tuple[str, ...] | None = None  # the engine's --lora-target-modules; None: every layer
 
+    @field_validator("lora_modules", mode="before")
+    @classmethod
+    def _empty_is_every_layer(cls, value: Any) -> Any:
+        return tuple(value) if value else None  # settings write every layer as "[]"
+
 
 def check_adapter_folder(folder: Path, limits: AdapterLimits | None = None) -> dict[str, Any]:
     """Check a local peft LoRA folder; return its adapter_config. RegistryError says what is wrong."""
     limits = limits or AdapterLimits()
-    max_rank, lora_modules = limits.max_rank, limits.lora_modules
     if not folder.is_dir():
         raise RegistryError(f"adapter folder {folder} does not exist or is not a directory", status=400)
     names = {p.name for p in folder.iterdir()}
@@ -225,19 +229,21 @@ def check_adapter_folder(folder: Path, limits: AdapterLimits | None = None) -> d
     rank = int(config.get("r", 0))
     if rank <= 0:
         raise RegistryError("adapter_config.json has no positive rank 'r'", code="corrupt_adapter")
-    if max_rank is not None and rank > max_rank:
+    if limits.max_rank is not None and rank > limits.max_rank:
         raise RegistryError(
-            f"adapter rank {rank} is above the engine's limit of {max_rank}; retrain with r <= {max_rank} "
+            f"adapter rank {rank} is above the engine's limit of {limits.max_rank}; "
+            f"retrain with r <= {limits.max_rank} "
             "or start the engine with a higher BIOINSTRUCT_ENGINE_MAX_LORA_RANK",
             code="rank_too_high",
         )
     header = read_safetensors_header(folder / "adapter_model.safetensors")
     if limits.base_hidden_size:
         _check_shapes(header, limits.base_hidden_size)
-    outside = sorted(adapter_layers(header) - set(lora_modules)) if lora_modules else []
+    layers = limits.lora_modules
+    outside = sorted(adapter_layers(header) - set(layers)) if layers else []
     if outside:
         raise RegistryError(
-            f"adapter has LoRA weights on {outside}, but the engine applies LoRA only to {sorted(lora_modules)} "
+            f"adapter has LoRA weights on {outside}, but the engine applies LoRA only to {sorted(layers)} "
             "and would silently ignore the rest; retrain with target_modules inside those (training/'s "
             "default q_proj,k_proj,v_proj,o_proj is) or start the engine with "
             "BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES='[]' (LoRA on every layer, about 2x slower on CPU)",

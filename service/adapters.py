@@ -93,8 +93,11 @@ class AdapterManager:
         self._retiring: set[asyncio.Task] = set()
 
     # ---- resolution ----------------------------------------------------------------------
-    def resolve(self, spec: str, family: TaskFamily | None = None, default: str | None = None) -> Target:
-        """Map an adapter spec to an engine model. Sync: no await between this and lease()."""
+    def resolve(self, spec: str, family: TaskFamily | None = None, *, base_if_unpublished: bool = False) -> Target:
+        """Map an adapter spec to an engine model. Sync: no await between this and lease().
+
+        base_if_unpublished: an alias never published answers from base instead of 404 (only for a
+        route's default, when the caller named no adapter)."""
         if spec == AUTO:
             alias = (family or TaskFamily.GEN).default_alias
             if alias in self.routes:
@@ -114,8 +117,8 @@ class AdapterManager:
             why = self.alias_errors.get(spec, "it is still loading")
             raise APIError(503, f"alias {spec!r} is not serving yet: {why}", param="adapter",
                            code="adapter_not_ready", headers={"Retry-After": "2"})
-        if default is not None and spec == default:
-            return Target(self.base_name, spec)  # a route default that was never published
+        if base_if_unpublished:
+            return Target(self.base_name, spec)
         known = ", ".join(["base", "auto", *sorted(self.routes)])
         raise APIError(404, f"unknown adapter {spec!r}; use one of: {known}, or a pinned version "
                        "<name>@<version> (GET /v1/models lists them)", param="adapter", code="adapter_not_found")

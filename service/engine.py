@@ -68,7 +68,7 @@ class EngineSettings(BaseSettings):
     def adapter_limits(self, base_hidden_size: int | None) -> AdapterLimits:
         """What this engine can load, for the registry's checks of every adapter before it is served."""
         return AdapterLimits(base_hidden_size=base_hidden_size, max_rank=self.max_lora_rank,
-                             lora_modules=tuple(self.lora_target_modules) or None)  # empty: every layer
+                             lora_modules=self.lora_target_modules)
 
     @field_validator("host")
     @classmethod

@@ -167,10 +167,7 @@ class Gateway:
     def target_for(self, spec: str | None, family: TaskFamily, route_default: str, caller: Caller) -> Target:
         # Only an omitted adapter may fall back to base when the route's default alias is not
         # published; one the caller names must exist (404 otherwise), or a typo is served silently.
-        if spec:
-            target = self.adapters.resolve(spec, family)
-        else:
-            target = self.adapters.resolve(route_default, family, default=route_default)
+        target = self.adapters.resolve(spec or route_default, family, base_if_unpublished=not spec)
         caller.check(target)
         return target
 

@@ -76,7 +76,7 @@ def publish_run(job, run_dir: Path, summary: dict[str, Any], base, registry_url:
         base_fingerprint=base.fingerprint,
         base_model=base.path,
         limits=AdapterLimits(base_hidden_size=base.hidden_size, max_rank=cfg.engine_max_rank,
-                             lora_modules=tuple(cfg.engine_lora_modules) or None),
+                             lora_modules=cfg.engine_lora_modules),
         description=job.description or f"LoRA r={cfg.rank} on {job.category} instructions ({run_dir.name})",
         training=training_record(run_dir, summary, cfg),
         metrics=metrics,
