@@ -84,6 +84,7 @@ class AdapterManager:
         self.routes: dict[str, str] = {}  # alias -> ref now serving it
         self.desired: dict[str, str] = {}  # alias -> ref the registry asks for
         self.loaded: set[str] = set()  # refs resident in the engine
+        self.synced = False  # a reconcile pass completed since the engine (re)started
         self.inflight: collections.Counter[str] = collections.Counter()
         self.last_used: dict[str, float] = {}
         self.failed: dict[str, str] = {}  # ref -> why it was refused (validation: permanent)
@@ -215,6 +216,7 @@ class AdapterManager:
                 old = self.routes.pop(alias)
                 self._retire_later(old)
             self.metrics.aliases.set(len(self.routes))
+            self.synced = True
             return events
 
     async def _swap(self, alias: str, ref: str) -> SwapEvent | None:
@@ -277,9 +279,12 @@ class AdapterManager:
 
     def on_engine_down(self) -> None:
         self.loaded.clear()
+        self.synced = False
 
     # ---- status --------------------------------------------------------------------------
     def ready(self) -> tuple[bool, list[str]]:
+        if not self.synced:  # before the first pass, `desired` is not known: no alias would count
+            return False, ["adapters not reconciled with the registry yet"]
         problems = []
         for alias, ref in self.desired.items():
             serving = self.routes.get(alias)

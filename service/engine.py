@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bioinstruct.registry import DEFAULT_LORA_MODULES, AdapterLimits
 from bioinstruct.settings import offline_env
+from bioinstruct.vllm_plugin import FAST_CPU_LORA_ENV
 from service.engine_guard import die_with_parent
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -51,6 +52,9 @@ class EngineSettings(BaseSettings):
     # weights elsewhere are refused at publish (the engine would silently drop those deltas).
     # An empty list puts LoRA on every layer.
     lora_target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_LORA_MODULES))
+    # CPU only: grouped LoRA kernels from our vLLM plugin (bioinstruct/vllm_plugin/cpu_lora.py)
+    # instead of vLLM's per-token weight gather; False runs vLLM's own (docs/BENCHMARKS.md).
+    fast_cpu_lora: bool = True
     kv_cache_gib: float = 1.0  # CPU only (VLLM_CPU_KVCACHE_SPACE)
     gpu_memory_utilization: float | None = None  # default: 0.3 on CPU (NUMA free-memory check), 0.9 on GPU
     cpu_threads_bind: str | None = None  # default: every core ("0-N"); vLLM would reserve one
@@ -114,6 +118,10 @@ class EngineProcess:
         self.log_path: Path | None = None
         self.started_at: float | None = None
         self.healthy_after_s: float | None = None
+        # Bumped by every start(): several gateways may watch one process (tests attach extra
+        # gateways to the session engine), and each must see a restart that another one made.
+        self.generation = 0
+        self._restart_lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
@@ -133,7 +141,16 @@ class EngineProcess:
             children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
         except OSError:
             return None
-        return int(children[0]) if children else None
+        # The guard is a subreaper: processes orphaned below it (a dead server's EngineCore)
+        # are its children too. The server is the one running our command line.
+        for child in children:
+            try:
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"vllm.entrypoints.openai.api_server" in argv:
+                return int(child)
+        return None
 
     def _device(self) -> str:
         if self.settings.device != "auto":
@@ -172,6 +189,7 @@ class EngineProcess:
         env = dict(os.environ)
         env.update(offline_env())
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        env[FAST_CPU_LORA_ENV] = "1" if self.settings.fast_cpu_lora else "0"
         if self.device == "cpu":
             cores = os.cpu_count() or 1
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.settings.kv_cache_gib:g}")
@@ -188,6 +206,7 @@ class EngineProcess:
         self._tail.clear()
         self.started_at = time.monotonic()
         self.healthy_after_s = None
+        self.generation += 1
         guard = [sys.executable, "-m", "service.engine_guard", f"{self.settings.stop_grace_s:g}", "--"]
         self._proc = subprocess.Popen(
             guard + self.command(),
@@ -274,6 +293,15 @@ class EngineProcess:
         if self._reader:
             self._reader.join(timeout=2)
         return proc.returncode
+
+    def restart(self, seen_generation: int, grace: float | None = None) -> None:
+        """Stop and start again, unless the process was already restarted since `seen_generation`
+        (by another watcher of the same process): one crash, one restart."""
+        with self._restart_lock:
+            if self.generation != seen_generation and self.running:
+                return
+            self.stop(grace)
+            self.start()
 
     def kill(self) -> None:
         """Hard-kill vLLM's API server only, as a crash would (fault injection: the gateway must notice)."""

@@ -43,6 +43,7 @@ class EngineSupervisor:
         self.on_up: list[Callable[[], Awaitable[None]]] = []
         self._monitor: asyncio.Task | None = None
         self._stopping = False
+        self._generation = -1  # the process generation this supervisor brought up
         base_url = external_url or process.base_url  # type: ignore[union-attr]
         self.client = EngineClient(base_url, timeout_s=request_timeout_s, connect_timeout_s=connect_timeout_s)
 
@@ -54,9 +55,15 @@ class EngineSupervisor:
     def current_state(self) -> str:
         """`state`, except that an engine that died since the last watch tick (≤ 0.5 s ago)
         already counts as down: readiness must never report a dead engine as ready."""
-        if self.state == "ready" and self.process is not None and not self.process.running:
+        if self.state == "ready" and self.process is not None and not self._alive():
             return "down"
         return self.state
+
+    def _alive(self) -> bool:
+        """The process this supervisor brought up still runs. A process restarted by another
+        watcher is a new engine: what was loaded into the old one (adapters) is gone."""
+        assert self.process is not None
+        return self.process.running and self.process.generation == self._generation
 
     @property
     def ready(self) -> bool:
@@ -75,18 +82,25 @@ class EngineSupervisor:
         if self.process is not None:
             if not self.process.running:
                 self.process.start()
+            generation = self.process.generation
             if not await self.client.healthy():
                 await asyncio.to_thread(self.process.wait_healthy)
+            self._generation = generation
         else:
             deadline = time.monotonic() + self.settings.startup_timeout_s
             while not await self.client.healthy():
                 if time.monotonic() > deadline:
                     raise EngineStartError(f"external engine {self.external_url} not healthy in time")
                 await asyncio.sleep(1.0)
+        for callback in self.on_up:
+            try:
+                await callback()
+            except Exception:  # noqa: BLE001 - a failing callback must not stop the watchdog
+                log.exception("engine start-up callback failed; the registry poll retries it")
+        # Ready only once the callbacks (adapter reload) ran: readiness must not report an
+        # engine whose aliases are not back yet.
         self.state = "ready"
         self.last_error = None
-        for callback in self.on_up:
-            await callback()
 
     async def _watch(self) -> None:
         failures = 0
@@ -94,7 +108,7 @@ class EngineSupervisor:
             await asyncio.sleep(0.5)
             if self._stopping:
                 break
-            alive = self.process.running if self.process is not None else await self.client.healthy()
+            alive = self._alive() if self.process is not None else await self.client.healthy()
             if alive:
                 failures = 0
                 continue
@@ -102,8 +116,12 @@ class EngineSupervisor:
             if self.process is None and failures < 3:
                 continue  # an external engine gets a few chances before it counts as down
             self.state = "down"
-            code = self.process.returncode if self.process else None
-            self.last_error = f"engine exited (code {code})" if self.process else "external engine unhealthy"
+            if self.process is None:
+                self.last_error = "external engine unhealthy"
+            elif self.process.running:
+                self.last_error = "engine was restarted by another watcher of the same process"
+            else:
+                self.last_error = f"engine exited (code {self.process.returncode})"
             log.error("%s; %s", self.last_error, "restarting" if self.restart_enabled else "not restarting")
             for callback in self.on_down:
                 callback()
@@ -118,8 +136,7 @@ class EngineSupervisor:
             self.state = "restarting"
             try:
                 if self.process is not None:
-                    await asyncio.to_thread(self.process.stop, 5)
-                    self.process.start()
+                    await asyncio.to_thread(self.process.restart, self._generation, 5)
                 await self._bring_up()
                 self.restarts += 1
                 log.warning("engine back after restart #%d", self.restarts)

@@ -59,3 +59,8 @@ class ExtraGateway:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+        if self.thread.is_alive():  # connections still open: stop without waiting for them
+            self.server.force_exit = True
+            self.thread.join(timeout=30)
+        # A gateway left running would keep watching (and restarting) the shared engine.
+        assert not self.thread.is_alive(), "extra gateway did not stop"

@@ -1,0 +1,116 @@
+"""The engine supervisor's state machine, on a real child process that is not vLLM.
+
+The supervisor does not serve; what it must get right is processes, restarts and readiness.
+A stand-in HTTP server (started through the real engine guard, as vLLM is) lets these tests
+crash and restart an "engine" in a second instead of a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+from service.engine import EngineProcess, EngineSettings
+from service.supervisor import EngineSupervisor
+
+HEALTH_SERVER = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+class StandInProcess(EngineProcess):
+    def command(self) -> list[str]:
+        # The marker keeps `kill()` (which looks for vLLM's server among the guard's children) working.
+        return [sys.executable, "-c", HEALTH_SERVER, str(self.port), "vllm.entrypoints.openai.api_server"]
+
+
+def _process(tmp_path) -> StandInProcess:
+    proc = StandInProcess(tmp_path, EngineSettings(device="cpu", log_dir=tmp_path, startup_timeout_s=30, stop_grace_s=2))
+    proc.start()
+    proc.wait_healthy()
+    return proc
+
+
+async def _until(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return predicate()
+
+
+async def test_two_watchers_of_one_process_both_see_a_crash_and_restart_it_once(tmp_path):
+    proc = _process(tmp_path)
+    first, second = (EngineSupervisor(None, proc.settings, process=proc) for _ in range(2))
+    ups = {first: 0, second: 0}
+    for sup in (first, second):
+        async def up(sup=sup):
+            ups[sup] += 1
+        sup.on_up.append(up)
+    try:
+        await first.start()
+        await second.start()
+        assert first.ready and second.ready and ups == {first: 1, second: 1}
+        generation = proc.generation
+        proc.kill()
+        assert await _until(lambda: first.restarts >= 1 and second.restarts >= 1 and first.ready and second.ready)
+        # One crash, one new process; each watcher brought its own state back (on_up) on it.
+        assert proc.generation == generation + 1
+        assert ups == {first: 2, second: 2}
+    finally:
+        await first.stop()
+        await second.stop()
+        proc.stop()
+
+
+async def test_an_engine_restarted_by_another_watcher_is_not_ready_until_this_one_reloads(tmp_path):
+    proc = _process(tmp_path)
+    sup = EngineSupervisor(None, proc.settings, process=proc)
+    reloaded = asyncio.Event()
+    release = asyncio.Event()
+
+    async def up():
+        if sup.restarts == 0 and not reloaded.is_set() and proc.generation > 1:
+            reloaded.set()
+            await release.wait()  # an adapter reload that takes a while
+
+    sup.on_up.append(up)
+    try:
+        await sup.start()
+        await asyncio.to_thread(proc.restart, proc.generation, 2)  # someone else restarts it
+        await asyncio.to_thread(proc.wait_healthy)
+        assert not sup.ready, "a new engine process without this gateway's adapters reported ready"
+        await asyncio.wait_for(reloaded.wait(), 20)
+        assert not sup.ready, "ready before the start-up callbacks finished"
+        release.set()
+        assert await _until(lambda: sup.ready)
+        assert sup.restarts == 1
+    finally:
+        release.set()
+        await sup.stop()
+        proc.stop()
+
+
+async def test_a_failing_start_up_callback_does_not_stop_the_watchdog(tmp_path):
+    proc = _process(tmp_path)
+    sup = EngineSupervisor(None, proc.settings, process=proc)
+
+    async def broken():
+        raise PermissionError("aliases/ not readable")
+
+    sup.on_up.append(broken)
+    try:
+        await sup.start()
+        assert sup.ready
+        proc.kill()
+        assert await _until(lambda: sup.restarts == 1 and sup.ready), (sup.state, sup.last_error)
+    finally:
+        await sup.stop()
+        proc.stop()
