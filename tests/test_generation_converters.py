@@ -83,6 +83,10 @@ def test_bc5cdr_mentions_are_in_the_text_and_parse_back(converted, data_dir):
     expected = sum(len({(e["type"], e["text"]) for e in item["entities"]}) for item in bc5cdr(data_dir, "train"))
     assert gold_count == expected
     assert any(r.output == "None" for r in records)
+    # About half in ordinary spacing ("L-dopa", "Parkinson's"), as callers write; the rest as the benchmark.
+    natural = [r for r in records if r.provenance["spacing"] == "natural"]
+    assert 0.4 < len(natural) / len(records) <= 0.5
+    assert not any(" - " in r.input or " ' s " in r.input or " ," in r.input for r in natural)
 
 
 def test_chemprot_is_qa_over_the_13_labels_without_markers(converted, data_dir):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from generation.datasets import bc5cdr, bc5cdr_text
 from instruct.families import TaskFamily
+from instruct.parsing import find_spans
 from instruct.records import InstructionRecord
 from instruct.tasks import DEFAULT_ENTITY_TYPES, entity_output, entity_task
 
@@ -13,15 +14,50 @@ ENTITY_TYPES = ("Chemical", "Disease")
 assert set(ENTITY_TYPES) == set(DEFAULT_ENTITY_TYPES)
 
 
+# No space before these tokens / after these tokens when writing a sentence as people do.
+_CLOSE = {",", ".", ";", ":", ")", "]", "%", "?", "!"}
+_OPEN = {"(", "["}
+_JOIN = {"-", "/"}
+
+
+def natural_text(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
+    """The sentence with ordinary spacing ("L-dopa", "Parkinson's disease (PD)") and each
+    token's character span in it, so that a mention is still an exact slice of the text."""
+    text, spans = "", []
+    for i, tok in enumerate(tokens):
+        prev = tokens[i - 1] if i else None
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        glue = (prev is None or tok in _CLOSE or tok in _JOIN or prev in _OPEN or prev in _JOIN
+                or (tok == "'" and nxt == "s") or (tok == "s" and prev == "'"))
+        if not glue:
+            text += " "
+        spans.append((len(text), len(text) + len(tok)))
+        text += tok
+    return text, spans
+
+
 def convert_bc5cdr(data_dir: Path) -> list[InstructionRecord]:
+    """Every other sentence in ordinary spacing: the benchmark's text is space-tokenized
+    ("L - dopa"), the text callers send is not ("L-dopa"); the adapter should read both."""
     records = []
     for i, item in enumerate(bc5cdr(data_dir, "train")):
-        text = bc5cdr_text(item)
+        text, spans = bc5cdr_text(item), None
+        if i % 2 == 1:
+            natural, token_spans = natural_text(item["tokens"])
+            # Only where every mention stays findable as a word-bounded span ("O2 -" followed
+            # by "production" would glue into "O2-production").
+            if all(find_spans(natural, natural[token_spans[e["start_tok"]][0]:token_spans[e["end_tok"] - 1][1]])
+                   for e in item["entities"]):
+                text, spans = natural, token_spans
+
         # In order of appearance; a (type, mention) listed once, since the parser finds
         # every occurrence of a listed mention in the text.
         entities: list[tuple[str, str]] = []
         for ent in sorted(item["entities"], key=lambda e: (e["start_tok"], e["end_tok"])):
-            pair = (ent["type"], " ".join(item["tokens"][ent["start_tok"]:ent["end_tok"]]))
+            if spans:
+                pair = (ent["type"], text[spans[ent["start_tok"]][0]:spans[ent["end_tok"] - 1][1]])
+            else:
+                pair = (ent["type"], " ".join(item["tokens"][ent["start_tok"]:ent["end_tok"]]))
             if pair not in entities:
                 entities.append(pair)
         instruction, input_text = entity_task(text, ENTITY_TYPES, variant=i)
@@ -29,6 +65,7 @@ def convert_bc5cdr(data_dir: Path) -> list[InstructionRecord]:
             id=f"bc5cdr-{item['id']}", instruction=instruction, input=input_text,
             output=entity_output(entities), category=TaskFamily.IE, task_type="ner",
             provenance={"source": "convert:bc5cdr", "dataset": "bc5cdr", "file": "train.entities.jsonl",
-                        "split": "train", "item": item["id"], "variant": i},
+                        "split": "train", "item": item["id"], "variant": i,
+                        "spacing": "natural" if spans else "tokens"},
         ))
     return records
