@@ -16,7 +16,7 @@ app.add_typer(model_app, name="model")
 
 # Each package owns its commands and adds them with register(app); a package that is
 # not there (yet) is skipped, so a partial checkout still has a working CLI.
-SUBCOMMAND_MODULES = ["service.cli", "generation.cli", "training.cli", "eval.cli", "bench.cli"]
+SUBCOMMAND_MODULES = ["service.cli", "service.registry_cli", "generation.cli", "training.cli", "eval.cli", "bench.cli"]
 
 
 @model_app.command("fetch")

@@ -463,6 +463,11 @@ class Registry:
         if not current.history:
             raise Conflict(f"alias {alias!r} has no earlier target to roll back to")
         previous = current.history[-1]
+        try:
+            self.manifest(*parse_ref(previous))
+        except NotFound as exc:
+            raise Conflict(f"alias {alias!r} cannot roll back to {previous}: that version was deleted; "
+                           f"point it at an existing version instead") from exc
         rec = AliasRecord(alias=alias, target=previous, history=current.history[:-1], updated_at=now_iso())
         self._atomic_write(self._p("aliases", f"{alias}.json"), rec.model_dump_json(indent=2).encode())
         return rec

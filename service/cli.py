@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import typer
 
@@ -40,6 +41,7 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(2) from exc
         die_with_parent()  # if `make` (our parent) is killed, stop too: no orphan engine
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        _publish_shipped(settings, core)
         logging.getLogger("httpx").setLevel(logging.WARNING)
         typer.echo(f"BioInstruct gateway on http://{settings.host}:{settings.port} "
                    f"(base model {core.base_model_dir}; engine starting, see /health/ready)")
@@ -64,3 +66,26 @@ def register(app: typer.Typer) -> None:
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
         finally:
             proc.stop()
+
+
+def _publish_shipped(settings, core) -> None:
+    """The adapters in adapters/ into the registry (idempotent); never stops the service from starting."""
+    from bioinstruct.registry import Registry, RegistryError
+    from bioinstruct.shipped import ShippedError, default_root, publish_shipped
+    from service.engine import EngineSettings
+
+    log = logging.getLogger("bioinstruct.shipped")
+    value = settings.shipped_adapters
+    if value is not None and value.strip().lower() in ("", "off", "none"):
+        return
+    root = Path(value) if value else default_root()
+    if not root.is_dir():
+        log.info("no shipped adapters at %s", root)
+        return
+    try:
+        base = inspect_base_model(core.base_model_dir)
+        registry = Registry(core.registry, cache_dir=core.home / ".cache" / "registry")
+        publish_shipped(registry, base.fingerprint, EngineSettings().adapter_limits(base.hidden_size),
+                        root=root, say=log.info)
+    except (BaseModelError, RegistryError, ShippedError, OSError) as exc:
+        log.error("shipped adapters not published (the service starts without them): %s", exc)

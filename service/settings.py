@@ -47,6 +47,10 @@ class ServiceSettings(BaseSettings):
     # with --max-logprobs at least this (the gateway's own engine uses 64).
     qa_top_logprobs: int = 64
 
+    # Adapters shipped with the product (adapters/ in the checkout), published into the
+    # registry by `bioinstruct serve` on start; "" or "off": none.
+    shipped_adapters: str | None = None
+
     # Admin publish takes folders under this root only (default: <home>/runs, where
     # training writes its runs).
     publish_root: Path | None = None

@@ -169,3 +169,13 @@ def test_remote_style_registry_through_fsspec(tmp_path, lora):
     assert reg.rollback("qa").target == m.ref
     reg.delete_version("remote-qa", m2.version)
     assert reg.versions("remote-qa") == [m.version]
+
+
+def test_rollback_to_a_deleted_version_is_refused_and_changes_nothing(reg, lora):
+    reg.publish(lora, name="bio-qa", category="QA", base_fingerprint=FP, alias="qa")
+    reg.publish(lora, name="bio-qa", category="QA", base_fingerprint=FP)
+    reg.set_alias("qa", "bio-qa@2")
+    reg.delete_version("bio-qa", 1)
+    with pytest.raises(Conflict, match="deleted"):
+        reg.rollback("qa")
+    assert reg.alias("qa").target == "bio-qa@2"

@@ -1,0 +1,113 @@
+"""The adapters that ship with the product: `adapters/<alias>/` in the repository.
+
+Each folder holds a peft LoRA (`adapter_config.json`, `adapter_model.safetensors`) and a
+`shipped.json` (what it is, the base model it was trained on, file checksums, how it was
+trained and what it scored). `bioinstruct serve` publishes them into the registry on start
+(`publish_shipped`), through the same checks as any other publish, and points their alias at
+them unless that alias already exists (an operator's choice is never overwritten).
+Publishing is idempotent: a version with the same checksums is reused, not published again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from bioinstruct.registry import ADAPTER_FILES, AdapterLimits, Manifest, Registry
+
+SHIPPED_FILE = "shipped.json"
+
+
+class ShippedAdapter(BaseModel):
+    """shipped.json: one shipped adapter."""
+
+    name: str  # registry adapter name, e.g. bioinstruct-ie
+    alias: str  # ie
+    category: str  # QA, IE, GEN or ALL
+    base_model: str  # human-readable: which model it was trained on
+    base_model_fingerprint: str
+    files: dict[str, str]  # file name -> sha256
+    description: str
+    training: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)  # dev/test scores, with N and CI
+    gate: dict[str, Any] | None = None  # `bioinstruct eval gate` decision on the dev split
+
+    folder: Path | None = Field(default=None, exclude=True)
+
+
+class ShippedError(RuntimeError):
+    pass
+
+
+def default_root() -> Path:
+    from bioinstruct.settings import core_settings
+
+    return core_settings().home / "adapters"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_shipped(root: Path) -> list[ShippedAdapter]:
+    """Every adapters/<alias>/shipped.json, checked against its files (a damaged clone is refused)."""
+    out = []
+    for spec in sorted(Path(root).glob(f"*/{SHIPPED_FILE}")):
+        item = ShippedAdapter.model_validate_json(spec.read_text())
+        item.folder = spec.parent
+        for name in ADAPTER_FILES:
+            if name not in item.files:
+                raise ShippedError(f"{spec}: no checksum for {name}")
+        for name, digest in item.files.items():
+            if _sha256(spec.parent / name) != digest:
+                raise ShippedError(f"{spec.parent / name}: checksum differs from {SHIPPED_FILE} (damaged checkout?)")
+        out.append(item)
+    return out
+
+
+def _existing(registry: Registry, item: ShippedAdapter) -> Manifest | None:
+    for manifest in registry.manifests():
+        if manifest.name == item.name and all(manifest.files.get(f) == d for f, d in item.files.items()):
+            return manifest
+    return None
+
+
+def publish_shipped(registry: Registry, base_fingerprint: str, limits: AdapterLimits | None = None,
+                    root: Path | None = None, say=print) -> list[str]:
+    """Publish the shipped adapters made for this base model; returns what each did, one line each."""
+    lines = []
+    for item in load_shipped(root or default_root()):
+        if item.base_model_fingerprint != base_fingerprint:
+            lines.append(f"shipped adapter {item.name} skipped: trained on {item.base_model}, "
+                         "not on this base model (BIOINSTRUCT_BASE_MODEL)")
+            continue
+        manifest = _existing(registry, item)
+        action = "already published"
+        if manifest is None:
+            assert item.folder is not None
+            manifest = registry.publish(
+                item.folder, name=item.name, category=item.category, base_fingerprint=base_fingerprint,
+                base_model=item.base_model, limits=limits, description=item.description,
+                training=item.training, metrics={**item.metrics, **({"gate": item.gate} if item.gate else {})},
+            )
+            action = "published"
+        alias = ""
+        if item.alias not in registry.aliases():
+            registry.set_alias(item.alias, manifest.ref)
+            alias = f", alias {item.alias} -> {manifest.ref}"
+        lines.append(f"shipped adapter {manifest.ref}: {action}{alias}")
+    for line in lines:
+        say(line)
+    return lines
+
+
+def write_shipped(folder: Path, **fields: Any) -> ShippedAdapter:
+    """Write shipped.json for a peft folder (checksums computed here)."""
+    files = {name: _sha256(folder / name) for name in ADAPTER_FILES}
+    item = ShippedAdapter(files=files, **fields)
+    (folder / SHIPPED_FILE).write_text(json.dumps(item.model_dump(mode="json"), indent=2) + "\n")
+    return item

@@ -1,0 +1,139 @@
+"""`bioinstruct adapters ...`: the registry from the command line, with the admin API's checks.
+
+For a team bringing its own peft folder: publish it, point or roll back an alias, delete a
+version, without curl. The checks are the ones the gateway applies (base model fingerprint,
+the engine's rank limit and LoRA layers, safetensors only); a running gateway picks the
+change up on its next registry poll.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from bioinstruct.registry import CATEGORIES, Registry, RegistryError, parse_ref
+from bioinstruct.settings import core_settings
+
+adapters_app = typer.Typer(no_args_is_help=True, help="List, publish, alias, roll back and delete adapter versions.")
+REGISTRY = typer.Option(None, "--registry", help="Registry root or fsspec URL (default BIOINSTRUCT_REGISTRY or <home>/registry)")
+
+
+def _registry(url: str | None) -> Registry:
+    core = core_settings()
+    return Registry(url or core.registry, cache_dir=core.home / ".cache" / "registry")
+
+
+def _base_and_limits():
+    from bioinstruct.model import BaseModelError, inspect_base_model
+    from service.engine import EngineSettings
+
+    try:
+        base = inspect_base_model(core_settings().base_model_dir)
+    except BaseModelError as exc:
+        raise _fail(exc) from exc
+    return base, EngineSettings().adapter_limits(base.hidden_size)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.secho(f"error: {exc}", fg="red", err=True)
+    return typer.Exit(2)
+
+
+@adapters_app.command("list")
+def list_cmd(registry: str = REGISTRY, as_json: bool = typer.Option(False, "--json", help="Machine-readable output")) -> None:
+    """Versions (with their aliases) and aliases."""
+    reg = _registry(registry)
+    aliases = reg.aliases()
+    by_target: dict[str, list[str]] = {}
+    for alias, rec in aliases.items():
+        by_target.setdefault(rec.target, []).append(alias)
+    rows = [{"ref": m.ref, "category": m.category, "rank": m.rank, "aliases": sorted(by_target.get(m.ref, [])),
+             "created_at": m.created_at, "description": m.description} for m in reg.manifests()]
+    if as_json:
+        typer.echo(json.dumps({"versions": rows, "aliases": {a: r.target for a, r in sorted(aliases.items())}}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"adapters in {reg.root}")
+    for col in ("version", "category", "rank", "aliases", "created", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["ref"], r["category"], str(r["rank"]), ", ".join(r["aliases"]), r["created_at"],
+                      (r["description"] or "")[:60])
+    Console().print(table)
+
+
+@adapters_app.command("publish")
+def publish_cmd(
+    folder: Path = typer.Argument(..., help="A peft LoRA folder (adapter_config.json + adapter_model.safetensors)"),
+    name: str = typer.Option(..., "--name", help="Adapter name, e.g. team-ner"),
+    category: str = typer.Option(..., "--category", help=f"One of {', '.join(CATEGORIES)}"),
+    alias: str = typer.Option(None, "--alias", help="Point this alias at the new version"),
+    description: str = typer.Option(None, "--description"),
+    registry: str = REGISTRY,
+) -> None:
+    """Publish a folder as the next immutable version of NAME (checked as the admin API checks)."""
+    if not folder.is_dir():
+        raise _fail(ValueError(f"{folder} is not a folder"))
+    base, limits = _base_and_limits()
+    try:
+        manifest = _registry(registry).publish(folder, name=name, category=category, base_fingerprint=base.fingerprint,
+                                               base_model=base.path, limits=limits, description=description, alias=alias)
+    except RegistryError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"published {manifest.ref}" + (f"; alias {alias} -> {manifest.ref}" if alias else ""))
+
+
+@adapters_app.command("alias")
+def alias_cmd(alias: str = typer.Argument(...), target: str = typer.Argument(..., help="name@version"),
+              registry: str = REGISTRY) -> None:
+    """Point ALIAS at a version (the serving gateway swaps with zero downtime)."""
+    base, limits = _base_and_limits()
+    reg = _registry(registry)
+    try:
+        name, version = parse_ref(target)
+        reg.verify(name, version, base_fingerprint=base.fingerprint, limits=limits)
+        rec = reg.set_alias(alias, target)
+    except RegistryError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"alias {alias} -> {rec.target}")
+
+
+@adapters_app.command("rollback")
+def rollback_cmd(alias: str = typer.Argument(...), registry: str = REGISTRY) -> None:
+    """Point ALIAS back at its previous version."""
+    try:
+        rec = _registry(registry).rollback(alias)
+    except RegistryError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"alias {alias} -> {rec.target}")
+
+
+@adapters_app.command("delete")
+def delete_cmd(target: str = typer.Argument(..., help="name@version"), registry: str = REGISTRY) -> None:
+    """Delete a version that no alias points at."""
+    try:
+        name, version = parse_ref(target)
+        _registry(registry).delete_version(name, version)
+    except RegistryError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"deleted {target}")
+
+
+@adapters_app.command("publish-shipped")
+def publish_shipped_cmd(registry: str = REGISTRY) -> None:
+    """Publish the adapters shipped in adapters/ (what `bioinstruct serve` does on start)."""
+    from bioinstruct.shipped import ShippedError, publish_shipped
+
+    base, limits = _base_and_limits()
+    try:
+        publish_shipped(_registry(registry), base.fingerprint, limits, say=typer.echo)
+    except (RegistryError, ShippedError) as exc:
+        raise _fail(exc) from exc
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(adapters_app, name="adapters")
