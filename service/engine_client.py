@@ -110,11 +110,16 @@ class EngineClient:
                             yield json.loads(data)
 
     async def healthy(self) -> bool:
+        return await self.health_status() == 200
+
+    async def health_status(self, timeout: float = 2.0) -> int | None:
+        """/health's status code; 0 when nothing listens; None when it did not answer in time."""
         try:
-            r = await self._http.get("/health", timeout=2.0)
-            return r.status_code == 200
+            return (await self._http.get("/health", timeout=timeout)).status_code
+        except httpx.TimeoutException:
+            return None
         except httpx.HTTPError:
-            return False
+            return 0
 
     async def lora_names(self) -> set[str]:
         r = await self.get("/v1/models")

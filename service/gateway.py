@@ -93,12 +93,6 @@ class Gateway:
         self.started_at = time.time()
 
     @property
-    def cpu_engine(self) -> bool:
-        """True when this gateway runs its engine on CPU (an external engine is taken as not)."""
-        process = self.supervisor.process
-        return self.settings.engine_url is None and process is not None and process.device == "cpu"
-
-    @property
     def settings_publish_root(self) -> Path:
         return (self.settings.publish_root or self.core.home / "runs").resolve()
 

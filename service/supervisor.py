@@ -103,25 +103,35 @@ class EngineSupervisor:
         self.last_error = None
 
     async def _watch(self) -> None:
-        failures = 0
+        failures = ticks = refused = silent = 0
         while not self._stopping:
             await asyncio.sleep(0.5)
             if self._stopping:
                 break
-            alive = self._alive() if self.process is not None else await self.client.healthy()
-            if alive:
-                failures = 0
-                continue
-            failures += 1
-            if self.process is None and failures < 3:
-                continue  # an external engine gets a few chances before it counts as down
-            self.state = "down"
+            ticks += 1
+            reason = None
             if self.process is None:
-                self.last_error = "external engine unhealthy"
-            elif self.process.running:
-                self.last_error = "engine was restarted by another watcher of the same process"
-            else:
-                self.last_error = f"engine exited (code {self.process.returncode})"
+                failures = 0 if await self.client.healthy() else failures + 1
+                if failures >= 3:  # an external engine gets a few chances before it counts as down
+                    reason = "external engine unhealthy"
+            elif not self.process.running:
+                reason = f"engine exited (code {self.process.returncode})"
+            elif not self._alive():
+                reason = "engine was restarted by another watcher of the same process"
+            elif ticks % 4 == 0:
+                # vLLM's API server outlives a dead EngineCore and answers /health with 5xx: the
+                # process runs, the engine does not. A slow answer under load is not a failure
+                # until it has lasted a long while.
+                status = await self.client.health_status()
+                refused = refused + 1 if status is not None and status != 200 else 0
+                silent = silent + 1 if status is None else 0
+                if refused >= 2 or silent >= 15:
+                    reason = f"engine process runs but is unhealthy (/health: {status or 'no answer'})"
+            if reason is None:
+                continue
+            failures = refused = silent = 0
+            self.state = "down"
+            self.last_error = reason
             log.error("%s; %s", self.last_error, "restarting" if self.restart_enabled else "not restarting")
             for callback in self.on_down:
                 callback()

