@@ -175,6 +175,22 @@ def load_prompts(n: int = 64, max_chars: int = 300, chat: bool = True) -> list[s
             for q in questions]
 
 
+def load_long_prompts(n: int = 48) -> list[str]:
+    """n PubMedQA-length prompts (test questions with their abstract contexts, as /qa sends them:
+    a few hundred tokens each), rendered with the chat template."""
+    from transformers import AutoTokenizer
+
+    from generation.datasets import pubmedqa
+
+    core = CoreSettings()
+    tok = AutoTokenizer.from_pretrained(core.base_model_dir)
+    items = pubmedqa(core.data_dir or HOME.parent / "shared" / "data", "test")[:n]
+    texts = ["Context:\n" + "\n".join(it["CONTEXTS"]) + f"\n\nQuestion: {it['QUESTION']}\nAnswer yes, no or maybe."
+             for it in items]
+    return [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+            for t in texts]
+
+
 # ---- adapters -----------------------------------------------------------------------------
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")  # what training/ trains by default
