@@ -99,7 +99,8 @@ class AliasRecord(BaseModel):
 def parse_ref(ref: str) -> tuple[str, int]:
     """'name@3' -> ('name', 3); RegistryError with a hint otherwise."""
     name, sep, version = ref.partition("@")
-    if not sep or not NAME_RE.match(name) or not version.isdigit():
+    # ASCII digits only: str.isdigit() also accepts "²", which int() then refuses.
+    if not sep or not NAME_RE.match(name) or not (version.isascii() and version.isdigit()):
         raise RegistryError(
             f"{ref!r} is not a pinned adapter version; write it as <name>@<version>, e.g. bioinstruct-qa@2",
             code="invalid_adapter_name",
@@ -309,7 +310,7 @@ class Registry:
         out = []
         for p in self.fs.ls(base, detail=False):
             leaf = PurePosixPath(p).name
-            if leaf.isdigit() and self.fs.exists(self._p("adapters", name, leaf, "manifest.json")):
+            if leaf.isascii() and leaf.isdigit() and self.fs.exists(self._p("adapters", name, leaf, "manifest.json")):
                 out.append(int(leaf))
         return sorted(out)
 

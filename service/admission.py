@@ -25,8 +25,9 @@ class Admission:
         self._slots = asyncio.Semaphore(max_inflight)
         self.inflight = 0
         self.queued = 0
-        # Inference requests inside the gateway, counted from arrival (before parsing and
-        # tokenizing) by the middleware: a burst is refused on arrival, not after that work.
+        # Inference requests inside the gateway, counted by the middleware once their body is
+        # in (before parsing and tokenizing): a burst is refused at once, not after that work,
+        # and a stalled upload never counts.
         self.arrived = 0
 
     def _refuse(self, reason: str, message: str) -> APIError:

@@ -53,5 +53,6 @@ def create_app(
     install_error_handlers(app)
     for module in (tasks, openai_compat, admin, health):
         app.include_router(module.router)
-    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes,
+                       body_timeout_s=settings.body_timeout_s)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -12,34 +13,75 @@ INFERENCE_PATHS = frozenset({"/qa", "/extract", "/generate", "/compare", "/v1/ch
 
 
 class GatewayMiddleware:
-    def __init__(self, app, *, max_body_bytes: int) -> None:
+    def __init__(self, app, *, max_body_bytes: int, body_timeout_s: float = 10.0) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         gateway = getattr(getattr(scope.get("app"), "state", None), "gateway", None)
         if gateway is not None and scope["method"] == "POST" and scope["path"] in INFERENCE_PATHS:
-            admission = gateway.admission
-            admission.arrived += 1
-            try:
-                refusal = admission.refuse_early()
-                if refusal is not None:
-                    gateway.metrics.requests.labels(route=scope["path"], adapter="-", status="429").inc()
-                    gateway.metrics.errors.labels(route=scope["path"], status="429").inc()
-                    return await _reject(send, 429, refusal.message, code=refusal.code, headers=refusal.headers)
-                return await self._handle(scope, receive, send)
-            finally:
-                admission.arrived -= 1
+            return await self._inference(gateway, scope, receive, send)
         return await self._handle(scope, receive, send)
 
+    async def _inference(self, gateway, scope, receive, send):
+        """Read the whole body first (bounded in size and time), then count the request and
+        refuse early if the server is full. A client that stalls its upload holds only its own
+        connection, never an admission place (a few hundred stalled uploads once locked every
+        caller out), and is dropped with 408 after body_timeout_s."""
+        too_long = self._declared_too_long(scope)
+        if too_long:
+            return await _reject(send, 413, too_long, code="body_too_large")
+        chunks, size = [], 0
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except TimeoutError:
+                return await _reject(send, 408, f"the request body did not arrive within {self.body_timeout_s:g} s; "
+                                     "send it at once", code="body_timeout")
+            if message["type"] == "http.disconnect":
+                return None
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes:
+                return await _reject(send, 413, f"request body is over the limit of {self.max_body_bytes} bytes",
+                                     code="body_too_large")
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # afterwards: disconnect detection
+
+        admission = gateway.admission
+        admission.arrived += 1
+        try:
+            refusal = admission.refuse_early()
+            if refusal is not None:
+                gateway.metrics.requests.labels(route=scope["path"], adapter="-", status="429").inc()
+                gateway.metrics.errors.labels(route=scope["path"], status="429").inc()
+                return await _reject(send, 429, refusal.message, code=refusal.code, headers=refusal.headers)
+            return await self._handle(scope, replay, send)
+        finally:
+            admission.arrived -= 1
+
+    def _declared_too_long(self, scope) -> str | None:
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isascii() and length.isdigit() and int(length) > self.max_body_bytes:
+            return f"request body is {int(length)} bytes; the limit is {self.max_body_bytes}"
+        return None
+
     async def _handle(self, scope, receive, send):
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            return await _reject(send, 413, f"request body is {int(length)} bytes; the limit is {self.max_body_bytes}",
-                                 code="body_too_large")
+        too_long = self._declared_too_long(scope)
+        if too_long:
+            return await _reject(send, 413, too_long, code="body_too_large")
 
         received = 0
         too_big = False

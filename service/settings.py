@@ -55,6 +55,9 @@ class ServiceSettings(BaseSettings):
     # training writes its runs).
     publish_root: Path | None = None
     max_body_bytes: int = 2 * 1024 * 1024
+    # An inference request's body must arrive within this time (else 408): a stalled upload
+    # holds its connection only, never an admission place.
+    body_timeout_s: float = 10.0
 
     # Registry reconciliation: how often to look for alias changes by other processes.
     poll_interval_s: float = 1.0

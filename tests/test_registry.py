@@ -179,3 +179,9 @@ def test_rollback_to_a_deleted_version_is_refused_and_changes_nothing(reg, lora)
     with pytest.raises(Conflict, match="deleted"):
         reg.rollback("qa")
     assert reg.alias("qa").target == "bio-qa@2"
+
+
+@pytest.mark.parametrize("ref", ["qa@²", "qa@٣", "qa@", "qa@1.0", "@1"])
+def test_refs_with_non_ascii_or_missing_digits_are_refused_cleanly(ref):
+    with pytest.raises(RegistryError, match="pinned adapter version"):
+        parse_ref(ref)

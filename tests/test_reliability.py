@@ -244,3 +244,32 @@ def test_engine_killed_under_load_fails_fast_then_recovers(live_service, serving
     r = httpx.post(f"{live_service.base_url}/generate", json={"instruction": "ok", "adapter": "rel", "max_tokens": 2})
     assert r.status_code == 200 and r.json()["model"] == serving
     assert "bioinstruct_engine_restarts_total" in httpx.get(f"{live_service.base_url}/metrics").text
+
+
+# --- stalled uploads -----------------------------------------------------------------------------
+
+def test_stalled_uploads_do_not_lock_out_valid_callers(engine, core, tmp_path):
+    """Hundreds of unauthenticated connections send the headers of POST /qa with a large
+    Content-Length and 3 bytes of body, then stall. Admission used to count them on arrival,
+    so every valid caller got 429 'server busy'. Now they hold only their connection and are
+    dropped with 408 after the body timeout."""
+    with ExtraGateway(engine, core, tmp_path / "reg", max_inflight=4, max_queue=4, body_timeout_s=3,
+                      api_keys={"good-key": ["*"]}) as gw:
+        socks = []
+        try:
+            for _ in range(300):
+                s = socket.create_connection(("127.0.0.1", gw.port))
+                s.sendall(b"POST /qa HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 100000\r\n\r\n{\"q")
+                socks.append(s)
+            time.sleep(0.5)
+            r = httpx.post(f"{gw.base_url}/generate", json={"instruction": "Say ok.", "max_tokens": 2},
+                           headers={"Authorization": "Bearer good-key"}, timeout=60)
+            assert r.status_code == 200, r.text
+            assert gw.app.state.gateway.admission.arrived == 0
+            socks[0].settimeout(10)
+            answer = socks[0].recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        finally:
+            for s in socks:
+                s.close()
