@@ -145,7 +145,7 @@ class Gateway:
         engine_ok = self.supervisor.ready
         if not engine_ok:
             problems.insert(0, f"engine {self.supervisor.current_state}"
-                            + (f": {self.supervisor.last_error[:500]}" if self.supervisor.last_error else ""))
+                            + (f": {self.supervisor.public_error}" if self.supervisor.last_error else ""))
         return engine_ok and adapters_ok, {
             "engine": self.supervisor.current_state,
             "aliases": dict(self.adapters.routes),

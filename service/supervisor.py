@@ -66,6 +66,14 @@ class EngineSupervisor:
         return self.process.running and self.process.generation == self._generation
 
     @property
+    def public_error(self) -> str | None:
+        """last_error for unauthenticated callers (health routes): its first sentence, without
+        the engine's log path or log lines (those go to the gateway's log)."""
+        if not self.last_error:
+            return None
+        return self.last_error.split(" Last log lines", 1)[0].split("\n", 1)[0][:300]
+
+    @property
     def ready(self) -> bool:
         return self.current_state == "ready"
 

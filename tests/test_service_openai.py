@@ -18,8 +18,9 @@ def client(live_service):
 
 
 def test_models_list(client):
-    ids = [m.id for m in client.models.list()]
-    assert ids[0] == "base"
+    models = client.models.list().data
+    assert models[0].id == "base"
+    assert not models[0].root.startswith("/")  # the model's name, not this machine's path
 
 
 def test_chat_completion(client):

@@ -134,3 +134,10 @@ async def test_a_running_server_whose_engine_died_is_restarted(tmp_path):
     finally:
         await sup.stop()
         proc.stop()
+
+
+def test_health_routes_get_the_error_without_log_path_or_lines(tmp_path):
+    sup = EngineSupervisor(None, EngineSettings(device="cpu"), process=StandInProcess(tmp_path, EngineSettings(device="cpu")))
+    sup.last_error = ("vLLM exited with code 1 before becoming healthy. Last log lines "
+                      "(/srv/secret/engine-1.log):\nTraceback ...\nKeyError: 'api-key-123'")
+    assert sup.public_error == "vLLM exited with code 1 before becoming healthy."

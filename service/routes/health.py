@@ -14,7 +14,7 @@ router = APIRouter(tags=["health"])
 async def live(request: Request):
     gateway = getattr(request.app.state, "gateway", None)
     if gateway is not None and gateway.supervisor.state == "failed":
-        return JSONResponse({"status": "failed", "error": (gateway.supervisor.last_error or "")[:500]},
+        return JSONResponse({"status": "failed", "error": gateway.supervisor.public_error or ""},
                             status_code=503)
     return {"status": "alive"}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -49,7 +50,8 @@ class ModelList(BaseModel):
 async def models(gw: Gateway = Depends(get_gateway), caller: Caller = Depends(get_caller)) -> ModelList:
     created = int(gw.started_at)
     base = gw.engine_settings.served_name
-    cards = [ModelCard(id=base, created=created, root=gw.base.path)]
+    # The model's folder name, not its path on this machine (unauthenticated callers see it).
+    cards = [ModelCard(id=base, created=created, root=Path(gw.base.path).name)]
     for alias, ref in sorted(gw.adapters.routes.items()):
         cards.append(ModelCard(id=alias, created=created, parent=base, target=ref))
     import asyncio
