@@ -331,23 +331,32 @@ class Registry:
         return out
 
     def aliases(self) -> dict[str, AliasRecord]:
+        return self.read_aliases()[0]
+
+    def read_aliases(self) -> tuple[dict[str, AliasRecord], dict[str, str]]:
+        """The readable aliases, and {alias: what is wrong} for alias files that are not: a
+        reader keeps serving its last good state for those rather than guess."""
         base = self._p("aliases")
         if not self.fs.exists(base):
-            return {}
+            return {}, {}
         out: dict[str, AliasRecord] = {}
+        bad: dict[str, str] = {}
         for p in self.fs.ls(base, detail=False):
             leaf = PurePosixPath(p).name
             if not leaf.endswith(".json") or leaf.startswith("."):
                 continue
+            name = leaf[: -len(".json")]
             data = self._read_json(p)
             if data is None:
-                continue  # unreadable: keep serving what we have rather than guess
+                bad[name] = "not readable JSON"
+                continue
             try:
                 rec = AliasRecord.model_validate(data)
-            except ValueError:
+            except ValueError as exc:
+                bad[name] = f"not an alias record ({str(exc).splitlines()[0]})"
                 continue
             out[rec.alias] = rec
-        return out
+        return out, bad
 
     def alias(self, alias: str) -> AliasRecord:
         rec = self.aliases().get(alias)

@@ -85,6 +85,7 @@ class AdapterManager:
         self.desired: dict[str, str] = {}  # alias -> ref the registry asks for
         self.loaded: set[str] = set()  # refs resident in the engine
         self.synced = False  # a reconcile pass completed since the engine (re)started
+        self.unreadable: dict[str, str] = {}  # alias -> what is wrong with its registry file
         self.inflight: collections.Counter[str] = collections.Counter()
         self.last_used: dict[str, float] = {}
         self.failed: dict[str, str] = {}  # ref -> why it was refused (validation: permanent)
@@ -194,8 +195,14 @@ class AdapterManager:
     async def reconcile(self) -> list[SwapEvent]:
         """Bring this replica to the registry's state. Safe to call often and concurrently."""
         async with self._lock:
-            aliases = await asyncio.to_thread(self.registry.aliases)
+            aliases, unreadable = await asyncio.to_thread(self.registry.read_aliases)
             self.desired = {alias: rec.target for alias, rec in aliases.items()}
+            # A damaged alias file keeps its last good version serving (never silently base).
+            for alias in unreadable:
+                if alias in self.routes:
+                    self.desired[alias] = self.routes[alias]
+            self.unreadable = unreadable
+            self.metrics.unreadable_aliases.set(len(unreadable))
             engine_has = await self.client.lora_names()
             lost = self.loaded - engine_has
             if lost:  # the engine restarted: what we had loaded is gone
@@ -282,6 +289,11 @@ class AdapterManager:
         self.synced = False
 
     # ---- status --------------------------------------------------------------------------
+    def warnings(self) -> list[str]:
+        """What is wrong but still served: readiness reports it without failing."""
+        return [f"alias {a}: registry file {why}; serving its last good version "
+                f"{self.routes.get(a) or '(none: the alias is not served)'}" for a, why in sorted(self.unreadable.items())]
+
     def ready(self) -> tuple[bool, list[str]]:
         if not self.synced:  # before the first pass, `desired` is not known: no alias would count
             return False, ["adapters not reconciled with the registry yet"]

@@ -150,6 +150,7 @@ class Gateway:
             "engine": self.supervisor.current_state,
             "aliases": dict(self.adapters.routes),
             "problems": problems,
+            "warnings": self.adapters.warnings(),
         }
 
     # ---- shared helpers ------------------------------------------------------------------

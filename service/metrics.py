@@ -31,6 +31,9 @@ class Metrics:
         self.adapter_resident = Gauge("bioinstruct_adapter_resident", "1 if this adapter version is loaded in the engine",
                                       ["adapter"], registry=r)
         self.aliases = Gauge("bioinstruct_aliases_serving", "Aliases with a loaded version", registry=r)
+        self.unreadable_aliases = Gauge("bioinstruct_registry_unreadable_aliases",
+                                        "Alias files in the registry that cannot be read (last good version kept)",
+                                        registry=r)
         self.engine_up = Gauge("bioinstruct_engine_up", "1 when the engine is healthy", registry=r)
         self.engine_restarts = Counter("bioinstruct_engine_restarts_total", "Engine restarts by the gateway",
                                        registry=r)

@@ -153,6 +153,24 @@ def test_change_by_another_process_is_picked_up_without_restart(live_service, ve
     assert time.monotonic() - started < 5  # poll interval 0.5 s + load
 
 
+def test_corrupt_alias_file_keeps_the_last_good_version_serving(live_service, versions):
+    serving = _serving_version(live_service)
+    path = Path(live_service.registry) / "aliases" / f"{ALIAS}.json"
+    good = path.read_bytes()
+    try:
+        path.write_bytes(b'{"alias": "' + ALIAS.encode() + b'", "tar')  # a half-written or damaged file
+        time.sleep(2)  # several registry polls (0.5 s)
+        assert _serving_version(live_service) == serving  # not silently base
+        ready = httpx.get(f"{live_service.base_url}/health/ready", timeout=10)
+        assert ready.status_code == 200
+        assert any(ALIAS in w and "last good version" in w for w in ready.json()["warnings"])
+        assert "bioinstruct_registry_unreadable_aliases 1.0" in httpx.get(f"{live_service.base_url}/metrics").text
+    finally:
+        path.write_bytes(good)
+    time.sleep(1.5)
+    assert httpx.get(f"{live_service.base_url}/health/ready", timeout=10).json()["warnings"] == []
+
+
 def test_restarted_gateway_comes_back_in_the_same_state(live_service, engine, core, versions):
     expected = dict(live_service.gateway.adapters.routes)
     assert ALIAS in expected
