@@ -427,7 +427,9 @@ class Registry:
 
     def _write_new_version(self, name: str, files: dict[str, bytes], fields: dict[str, Any]) -> Manifest:
         for _attempt in range(20):
-            version = (max(self.versions(name), default=0)) + 1
+            # Never reuse a number, even of a deleted version: caches keyed by name@version
+            # (failed loads, other replicas, downloads) must not mistake one adapter for another.
+            version = max([*self.versions(name), *self._deleted(name)], default=0) + 1
             manifest = Manifest(version=version, created_at=now_iso(), **fields)
             body = manifest.model_dump_json(indent=2).encode()
             if self.local:
@@ -493,9 +495,18 @@ class Registry:
         if users:
             raise Conflict(f"{ref} is the target of alias(es) {users}; point them elsewhere first")
         path = self.version_path(name, version)
+        self.fs.pipe_file(self._p("adapters", name, f"{version}.deleted"), now_iso().encode())  # tombstone
         # manifest first, so a half-deleted version is no longer a version
         self.fs.rm(f"{path}/manifest.json")
         self.fs.rm(path, recursive=True)
+
+    def _deleted(self, name: str) -> list[int]:
+        base = self._p("adapters", name)
+        if not self.fs.exists(base):
+            return []
+        leaves = (PurePosixPath(p).name for p in self.fs.ls(base, detail=False))
+        return [int(leaf[: -len(".deleted")]) for leaf in leaves
+                if leaf.endswith(".deleted") and leaf[: -len(".deleted")].isascii() and leaf[: -len(".deleted")].isdigit()]
 
     # loading -------------------------------------------------------------------------------
     def local_folder(self, name: str, version: int) -> Path:
@@ -512,7 +523,12 @@ class Registry:
         if not (dest / "manifest.json").is_file():
             tmp = self.cache_dir / name / f".dl-{uuid.uuid4().hex}"
             tmp.mkdir(parents=True)
-            for fname in [*self.manifest(name, version).files, "manifest.json"]:
+            files = list(self.manifest(name, version).files)
+            unexpected = [f for f in files if f not in (*ADAPTER_FILES, *ALLOWED_EXTRA)]
+            if unexpected:  # names from a remote manifest become local paths: only known ones
+                raise RegistryError(f"{name}@{version}: manifest lists unexpected files {unexpected}",
+                                    code="unsafe_path")
+            for fname in [*files, "manifest.json"]:
                 self.fs.get(f"{self.version_path(name, version)}/{fname}", str(tmp / fname))
             try:
                 os.rename(tmp, dest)

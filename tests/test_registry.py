@@ -185,3 +185,27 @@ def test_rollback_to_a_deleted_version_is_refused_and_changes_nothing(reg, lora)
 def test_refs_with_non_ascii_or_missing_digits_are_refused_cleanly(ref):
     with pytest.raises(RegistryError, match="pinned adapter version"):
         parse_ref(ref)
+
+
+def test_version_numbers_are_never_reused_after_a_delete(reg, lora):
+    reg.publish(lora, name="bio-qa", category="QA", base_fingerprint=FP)
+    reg.publish(lora, name="bio-qa", category="QA", base_fingerprint=FP)
+    reg.delete_version("bio-qa", 2)
+    assert reg.publish(lora, name="bio-qa", category="QA", base_fingerprint=FP).version == 3
+    assert reg.versions("bio-qa") == [1, 3]
+
+
+def test_remote_manifest_file_names_are_not_used_as_paths(tmp_path, lora):
+    import fsspec
+
+    url = f"memory://reg-{tmp_path.name}"
+    reg = Registry(url, cache_dir=tmp_path / "cache")
+    m = reg.publish(lora, name="bio-qa", category="QA", base_fingerprint=FP)
+    path = f"{reg.version_path('bio-qa', m.version)}/manifest.json"
+    fs = fsspec.filesystem("memory")
+    data = json.loads(fs.cat_file(path))
+    data["files"]["../../escape.txt"] = "0" * 64
+    fs.pipe_file(path, json.dumps(data).encode())
+    with pytest.raises(RegistryError, match="unexpected files"):
+        reg.local_folder("bio-qa", m.version)
+    assert not (tmp_path / "escape.txt").exists()
