@@ -96,18 +96,35 @@ class EngineClient:
         return response, chunks()
 
     async def stream_events(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Parsed `data:` events of an SSE stream (without the final [DONE])."""
+        """Parsed `data:` events of an SSE stream (without the final [DONE]). An error event
+        from the engine mid-stream, a line that is not JSON, or a stream cut before [DONE]
+        raise APIError: a caller must never be told a broken generation succeeded."""
         _, chunks = await self.stream(path, body)
-        buffer = b""
+        buffer, finished = b"", False
         async for chunk in chunks:
             buffer += chunk
             while b"\n\n" in buffer:
                 event, buffer = buffer.split(b"\n\n", 1)
                 for line in event.splitlines():
-                    if line.startswith(b"data:"):
-                        data = line[5:].strip()
-                        if data and data != b"[DONE]":
-                            yield json.loads(data)
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        finished = True
+                        continue
+                    if not data:
+                        continue
+                    try:
+                        payload = json.loads(data)
+                    except ValueError:
+                        raise APIError(502, "the engine sent a malformed stream event", code="engine_error") from None
+                    if isinstance(payload, dict) and payload.get("error"):
+                        error = payload["error"]
+                        message = error.get("message") if isinstance(error, dict) else str(error)
+                        raise APIError(502, f"the engine failed mid-stream: {message}", code="engine_error")
+                    yield payload
+        if not finished:
+            raise APIError(502, "the engine's stream ended before it finished", code="engine_error")
 
     async def healthy(self) -> bool:
         return await self.health_status() == 200

@@ -147,12 +147,16 @@ async def _proxy(path: str, request: Request, gw: Gateway, caller: Caller):
         raise
 
     async def relay():
+        tail = b"\n\n"
         try:
             async for chunk in chunks:
+                if chunk:
+                    tail = (tail + chunk)[-2:]
                 yield chunk
         except APIError as exc:
             payload = {"error": {"message": exc.message, "type": "engine_error", "code": exc.code}}
-            yield b"data: " + json.dumps(payload).encode() + b"\n\n"
+            # Close a half-received event first: the error must be an event of its own.
+            yield (b"" if tail == b"\n\n" else b"\n\n") + b"data: " + json.dumps(payload).encode() + b"\n\n"
         finally:
             await chunks.aclose()
             await stack.aclose()
