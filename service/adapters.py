@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from bioinstruct.model import BaseModelInfo
 from bioinstruct.registry import AdapterLimits, NotFound, Registry, RegistryError, parse_ref
@@ -131,13 +132,17 @@ class AdapterManager:
         return Target(ref, requested, name, version, alias)
 
     @contextlib.asynccontextmanager
-    async def lease(self, target: Target) -> AsyncIterator[Target]:
-        """Hold a version for one request: it is not unloaded until every lease is released."""
+    async def lease(self, target: Target, state: Any = None) -> AsyncIterator[Target]:
+        """Hold a version for one request: it is not unloaded until every lease is released.
+        `state` (the request's) gets the metrics label only now, once the version is known to
+        exist: caller-chosen `name@version` strings never become Prometheus label values."""
         self.inflight[target.model] += 1
-        self.last_used[target.model] = time.monotonic()
         try:
             if target.name is not None and target.model not in self.loaded:
                 await self._load_pinned(target)
+            self.last_used[target.model] = time.monotonic()
+            if state is not None:
+                state.adapter = target.label
             yield target
         finally:
             self.inflight[target.model] -= 1
@@ -179,8 +184,14 @@ class AdapterManager:
         self.metrics.adapter_resident.labels(adapter=ref).set(1)
 
     async def _unload(self, ref: str) -> None:
-        await self.client.unload_lora(ref)
+        # Not "loaded" from before the await: a request resolving meanwhile must load it again
+        # (under the lock, after this), never lease a version that is being unloaded.
         self.loaded.discard(ref)
+        try:
+            await self.client.unload_lora(ref)
+        except APIError:
+            self.loaded.add(ref)
+            raise
         self.metrics.adapter_resident.labels(adapter=ref).set(0)
 
     async def _evict_pinned(self) -> None:

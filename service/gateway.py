@@ -220,8 +220,7 @@ class Gateway:
         max_tokens = self.budget(prompt_ids, req.max_tokens, 256 if not req.options else 64)
         async with self.admission.slot():
             target = self.target_for(req.adapter, TaskFamily.QA, self.settings.qa_adapter, caller)
-            _label(state, target)
-            async with self.adapters.lease(target):
+            async with self.adapters.lease(target, state):
                 usage = Usage()
                 if not req.options:
                     out = await self.complete(target, prompt_ids, max_tokens=max_tokens,
@@ -295,8 +294,7 @@ class Gateway:
             rel_budget = self.budget(rel_prompt, req.max_tokens, 256)
         async with self.admission.slot():
             target = self.target_for(req.adapter, TaskFamily.IE, self.settings.extract_adapter, caller)
-            _label(state, target)
-            async with self.adapters.lease(target):
+            async with self.adapters.lease(target, state):
                 calls = [self.complete(target, ent_prompt, max_tokens=ent_budget)]
                 if rel_prompt is not None:
                     calls.append(self.complete(target, rel_prompt, max_tokens=rel_budget))
@@ -345,8 +343,7 @@ class Gateway:
         family, prompt_ids, params = self._generate_prep(req, caller)
         async with self.admission.slot():
             target = self.target_for(req.adapter, family, self.settings.generate_adapter, caller)
-            _label(state, target)
-            async with self.adapters.lease(target):
+            async with self.adapters.lease(target, state):
                 out = await self.complete(target, prompt_ids, **params)
         usage = Usage().add(out.get("usage"))
         choice = out["choices"][0]
@@ -363,8 +360,7 @@ class Gateway:
         try:
             await stack.enter_async_context(self.admission.slot())
             target = self.target_for(req.adapter, family, self.settings.generate_adapter, caller)
-            _label(state, target)
-            await stack.enter_async_context(self.adapters.lease(target))
+            await stack.enter_async_context(self.adapters.lease(target, state))
             body = {"model": target.model, "prompt": prompt_ids, "stream": True,
                     "stream_options": {"include_usage": True}, **params}
             events = self.client.stream_events("/v1/completions", body)
@@ -407,7 +403,3 @@ class Gateway:
 def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
-
-def _label(state: Any, target: Target) -> None:
-    if state is not None:
-        state.adapter = target.label

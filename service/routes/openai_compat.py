@@ -128,8 +128,7 @@ async def _proxy(path: str, request: Request, gw: Gateway, caller: Caller):
         await stack.enter_async_context(gw.admission.slot())
         target = gw.adapters.resolve(body["model"].strip(), _family(body))
         caller.check(target)
-        request.state.adapter = target.label
-        await stack.enter_async_context(gw.adapters.lease(target))
+        await stack.enter_async_context(gw.adapters.lease(target, request.state))
         body["model"] = target.model
         if body.get("stream"):
             response, chunks = await gw.client.stream(path, body)
