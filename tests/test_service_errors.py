@@ -88,8 +88,8 @@ def test_openai_routes_refuse_bad_parameters(http):
     _err(http.post("/v1/chat/completions", json={k: v for k, v in chat.items() if k != "model"}), 400, "model")
     _err(http.post("/v1/chat/completions", json={**chat, "max_tokens": 10**7}), 400, "limit")
     _err(http.post("/v1/chat/completions", json={**chat, "n": 100}), 400, "'n'")
-    _err(http.post("/v1/completions", json={"model": "base", "prompt": "hi", "prompt_logprobs": 1}), 400, "prompt log")
-    _err(http.post("/v1/completions", json={"model": "base", "prompt": "hi", "echo": True, "logprobs": 2}), 400)
+    _err(http.post("/v1/completions", json={"model": "base", "prompt": "hi", "logprobs": 100}), 400, "at most 20")
+    _err(http.post("/v1/completions", json={"model": "qa@²", "prompt": "hi", "max_tokens": 2}), 400, "pinned")
     _err(http.post("/v1/chat/completions", json={**chat, "messages": "not a list"}), 400)
     long_prompt = {"model": "base", "prompt": "word " * 6000, "max_tokens": 4}
     _err(http.post("/v1/completions", json=long_prompt), 400)
