@@ -90,6 +90,16 @@ def test_openai_routes_refuse_bad_parameters(http):
     _err(http.post("/v1/chat/completions", json={**chat, "n": 100}), 400, "'n'")
     _err(http.post("/v1/completions", json={"model": "base", "prompt": "hi", "logprobs": 100}), 400, "at most 20")
     _err(http.post("/v1/completions", json={"model": "qa@²", "prompt": "hi", "max_tokens": 2}), 400, "pinned")
+    _err(http.post("/v1/completions", json={"model": "base", "prompt": ["hi"] * 1024, "max_tokens": 2}), 400, "sequences")
+    _err(http.post("/v1/completions", json={"model": "base", "prompt": ["a", "b", "c"], "n": 3, "max_tokens": 2}),
+         400, "sequences")
+    _err(http.post("/v1/completions", json={"model": "base", "prompt": "hi", "max_tokens": 2, "min_tokens": 50}),
+         400, "min_tokens")
+    _err(http.post("/v1/completions", json={"model": "base", "prompt": "hi", "max_tokens": 2, "ignore_eos": "yes"}),
+         400, "ignore_eos")
+    # an omitted max_tokens is OpenAI's default (16), not the rest of the context
+    r = http.post("/v1/completions", json={"model": "base", "prompt": "Tell a long story:", "ignore_eos": True})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 16
     _err(http.post("/v1/chat/completions", json={**chat, "messages": "not a list"}), 400)
     long_prompt = {"model": "base", "prompt": "word " * 6000, "max_tokens": 4}
     _err(http.post("/v1/completions", json=long_prompt), 400)

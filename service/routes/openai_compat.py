@@ -97,6 +97,24 @@ def _check(gw: Gateway, body: dict[str, Any]) -> None:
     n = body.get("n", 1)
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_N:
         raise APIError(400, f"'n' must be an integer from 1 to {MAX_N}", param="n")
+    # One request takes one admission place: bound the sequences it may run on it, as the
+    # task routes do (a list prompt of 1,024 strings once ran on one place).
+    prompts = _prompt_count(body.get("prompt"))
+    if prompts * n > MAX_N:
+        raise APIError(400, f"this request asks for {prompts} prompt(s) x n={n} = {prompts * n} sequences; "
+                       f"the limit is {MAX_N} per request: send several requests", param="prompt",
+                       code="too_many_sequences")
+    # An omitted max_tokens would mean "the rest of the context": OpenAI's own defaults instead
+    # (16 for completions), and at most this server's limit for chat.
+    if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+        body["max_tokens"] = 16 if "messages" not in body else gw.settings.max_tokens_limit
+    min_tokens = body.get("min_tokens")
+    if min_tokens is not None:
+        ceiling = body.get("max_tokens") or body.get("max_completion_tokens")
+        if not isinstance(min_tokens, int) or isinstance(min_tokens, bool) or not 0 <= min_tokens <= ceiling:
+            raise APIError(400, f"'min_tokens' must be an integer from 0 to max_tokens ({ceiling})", param="min_tokens")
+    if "ignore_eos" in body and not isinstance(body["ignore_eos"], bool):
+        raise APIError(400, "'ignore_eos' must be true or false", param="ignore_eos")
     temperature = body.get("temperature")
     if temperature is not None and (not isinstance(temperature, int | float) or not 0 <= temperature <= 2):
         raise APIError(400, "'temperature' must be a number from 0 to 2", param="temperature")
@@ -107,6 +125,14 @@ def _check(gw: Gateway, body: dict[str, Any]) -> None:
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > MAX_LOGPROBS:
             raise APIError(400, f"'{key}' may be at most {MAX_LOGPROBS}", param=key)
+
+
+def _prompt_count(prompt: Any) -> int:
+    """How many prompts a completions `prompt` holds: a string or a token-id list is one; a list
+    of strings or of token-id lists is one each."""
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str | list) for p in prompt):
+        return len(prompt)
+    return 1
 
 
 def _family(body: dict[str, Any]) -> TaskFamily:
