@@ -86,7 +86,9 @@ class QARequest(Strict):
     context: str | list[Annotated[str, StringConstraints(max_length=MAX_TEXT)]] | None = Field(
         None, description="A passage or a list of passages (e.g. abstract sections)")
     options: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]] | None = Field(
-        None, description=f"2 to {MAX_OPTIONS} distinct options; the answer is always one of them")
+        None, description=f"2 to {MAX_OPTIONS} distinct options; the answer is always one of them",
+        # In the schema; enforced by the validator below with a message that says what to change.
+        json_schema_extra={"minItems": 2, "maxItems": MAX_OPTIONS})
     method: Literal["logprob", "constrained", "generate"] | None = Field(
         None, description="How an option is chosen: 'logprob' scores each option's likelihood (default), "
         "'constrained' decodes under a choice grammar, 'generate' maps free text to the nearest option")
@@ -172,7 +174,8 @@ class GenerateRequest(Strict):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    stop: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] | None = Field(None, max_length=8)
+    # vLLM refuses more than 4 stop strings: the schema says what the engine accepts.
+    stop: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] | None = Field(None, max_length=4)
     stream: bool = False
 
     @field_validator("instruction")
