@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from generation.dedup import dedup_fast
-from generation.fake_server import FakeChatServer
+from tests.fake_server import FakeChatServer
 from generation.loop import GenerationError, SelfInstructLoop, rejected_path, stats_path
 from generation.prompting import PromptExample
 from generation.settings import GenerationSettings

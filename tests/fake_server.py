@@ -5,7 +5,7 @@ tasks in the numbered format (plus a rejected-by-design task now and then, and a
 by length now and then), and can fail on purpose (429/500) to exercise retries. It claims
 nothing about model quality: the real run goes against the service.
 
-    python -m generation.fake_server --port 8765 --delay 0.05
+    python -m tests.fake_server --port 8765 --delay 0.05
 """
 
 from __future__ import annotations
