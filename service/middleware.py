@@ -21,14 +21,14 @@ class GatewayMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        gateway = getattr(getattr(scope.get("app"), "state", None), "gateway", None)
-        if gateway is not None and scope["method"] == "POST" and scope["path"] in INFERENCE_PATHS:
-            return await self._inference(gateway, scope, receive, send)
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            return await self._buffered(scope, receive, send)
         return await self._handle(scope, receive, send)
 
-    async def _inference(self, gateway, scope, receive, send):
-        """Read the whole body first (bounded in size and time), then count the request and
-        refuse early if the server is full. A client that stalls its upload holds only its own
+    async def _buffered(self, scope, receive, send):
+        """Read the whole body first (bounded in size and time: 413 and 408 with clear messages,
+        with or without Content-Length), then, for inference routes, count the request and refuse
+        early if the server is full. A client that stalls its upload holds only its own
         connection, never an admission place (a few hundred stalled uploads once locked every
         caller out), and is dropped with 408 after body_timeout_s."""
         too_long = self._declared_too_long(scope)
@@ -60,6 +60,9 @@ class GatewayMiddleware:
                 return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
             return await receive()  # afterwards: disconnect detection
 
+        gateway = getattr(getattr(scope.get("app"), "state", None), "gateway", None)
+        if gateway is None or scope["method"] != "POST" or scope["path"] not in INFERENCE_PATHS:
+            return await self._handle(scope, replay, send)
         admission = gateway.admission
         admission.arrived += 1
         try:

@@ -76,6 +76,13 @@ def test_malformed_bodies(http):
     assert r.status_code in (400, 413) and "Traceback" not in r.text
     _err(http.post("/qa", content=b"x" * (3 * 1024 * 1024), headers={"content-type": "application/json"}), 413, "limit")
 
+    def chunked(n):  # no Content-Length: the size is only known while reading
+        for _ in range(n):
+            yield b"x" * (256 * 1024)
+
+    for route in ("/qa", "/admin/adapters"):
+        _err(http.post(route, content=chunked(12), headers={"content-type": "application/json"}), 413, "limit")
+
 
 def test_unknown_route_and_method(http):
     _err(http.get("/nope"), 404, "no such route")
