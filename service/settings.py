@@ -33,10 +33,9 @@ class ServiceSettings(BaseSettings):
     retry_after_s: int = 1
 
     # Limits on what a caller may ask.
+    # (The fixed request limits, e.g. 32 options and 100,000 characters, are part of the API
+    # schema: service/protocol.py.)
     max_tokens_limit: int = 1024
-    max_options: int = 32
-    max_text_chars: int = 100_000
-    max_compare_adapters: int = 4
 
     # Route defaults: an alias, "base" or "auto". A missing alias falls back to base.
     qa_adapter: str = "qa"
