@@ -168,6 +168,8 @@ def read_safetensors_header(data_or_path: bytes | Path) -> dict[str, Any]:
 
 # The engine's LoRA layers unless configured otherwise (EngineSettings, training's check).
 DEFAULT_LORA_MODULES = ("qkv_proj", "o_proj")
+# The engine's LoRA rank limit (vLLM --max-lora-rank): one default for serving and training.
+DEFAULT_MAX_LORA_RANK = 16
 # vLLM fuses these peft modules into one layer, and names the fused one in its target modules.
 _FUSED = {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj",
           "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj"}

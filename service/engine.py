@@ -22,7 +22,7 @@ import httpx
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bioinstruct.registry import DEFAULT_LORA_MODULES, AdapterLimits
+from bioinstruct.registry import DEFAULT_LORA_MODULES, DEFAULT_MAX_LORA_RANK, AdapterLimits
 from bioinstruct.settings import offline_env
 from bioinstruct.vllm_plugin import FAST_CPU_LORA_ENV
 from service.engine_guard import die_with_parent
@@ -44,7 +44,7 @@ class EngineSettings(BaseSettings):
     max_num_seqs: int | None = None
     max_loras: int = 4  # adapters in one batch; >= hot task adapters (qa, ie, gen) + one swapping in
     max_cpu_loras: int = 8
-    max_lora_rank: int = 16
+    max_lora_rank: int = DEFAULT_MAX_LORA_RANK
     enable_lora: bool = True  # False: plain vLLM, base model only (benchmarks' ceiling)
     # Layers that get LoRA in the engine, in vLLM's fused names. On CPU every LoRA layer costs
     # time even where an adapter has no weights: restricting it to where our adapters train

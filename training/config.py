@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bioinstruct.registry import DEFAULT_LORA_MODULES, engine_layer
+from bioinstruct.registry import DEFAULT_LORA_MODULES, DEFAULT_MAX_LORA_RANK, engine_layer
 
 DEFAULT_CONFIG = "cpu-smollm2"
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
@@ -47,7 +47,7 @@ class TrainConfig(BaseModel):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
     )
     # The serving engine refuses adapters above its max LoRA rank (vLLM default 16).
-    engine_max_rank: int = Field(16, ge=1)
+    engine_max_rank: int = Field(DEFAULT_MAX_LORA_RANK, ge=1)
     # ... and adapters with weights outside its LoRA layers (BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES;
     # empty = every layer): checked here so that no training run ends in an unservable adapter.
     engine_lora_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_LORA_MODULES))
