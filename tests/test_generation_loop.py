@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from generation.dedup import dedup_fast
-from tests.fake_server import FakeChatServer
 from generation.loop import GenerationError, SelfInstructLoop, rejected_path, stats_path
 from generation.prompting import PromptExample
 from generation.settings import GenerationSettings
 from generation.store import read_records
+from tests.fake_server import FakeChatServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [
