@@ -72,12 +72,28 @@ def _wait_gone(pids: set[int], timeout: float) -> set[int]:
     return {p for p in pids if _alive(p)}
 
 
-def test_serve_answers_then_stops_cleanly_on_sigterm(tmp_path):
+def test_serve_answers_with_the_shipped_adapters_then_stops_cleanly_on_sigterm(tmp_path):
+    from bioinstruct.shipped import default_root, load_shipped
+
+    shipped = {item.alias: item for item in load_shipped(default_root())}
     proc, url = _start(tmp_path)
     try:
         assert httpx.get(f"{url}/health/live").status_code == 200
+        # A fresh registry: serve published the shipped adapters and pointed their aliases.
+        ids = {m["id"] for m in httpx.get(f"{url}/v1/models", timeout=30).json()["data"]}
+        assert set(shipped) <= ids and {f"{i.name}@1" for i in shipped.values()} <= ids
         r = httpx.post(f"{url}/generate", json={"instruction": "Name one vitamin.", "max_tokens": 4}, timeout=60)
         assert r.status_code == 200
+        if "gen" in shipped:
+            assert r.json()["adapter"] == "gen"
+        # A guard against shipping a broken adapter (quality is measured by eval, not here).
+        r = httpx.post(f"{url}/extract", timeout=120, json={
+            "text": "Cisplatin-induced nephrotoxicity was reduced by magnesium supplementation."})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["adapter"] == "ie"
+        found = {(e["type"], e["text"].lower()) for e in body["entities"]}
+        assert ("Chemical", "cisplatin") in found and ("Disease", "nephrotoxicity") in found, body
         children = _descendants(proc.pid)
         assert children, "the engine runs as a child of the gateway"
         proc.send_signal(signal.SIGTERM)
