@@ -29,14 +29,20 @@ cell() {  # task adapter limit
   [ "$3" != all ] && args+=(--limit "$3")
   $BIN/bioinstruct eval "${args[@]}"
 }
+# Cells: TASK:ADAPTER:LIMIT (a test-split evaluation; LIMIT 'all' = the whole split), or
+# gate:ALIAS:CANDIDATE:TASK:LIMIT (the quality gate on the task's dev split).
 CELLS=("$@")
 if [ ${#CELLS[@]} -eq 0 ]; then
-  gate ie-gated bioinstruct-ie@1 bc5cdr 200
-  gate gen-gated bioinstruct-gen@1 mediqa_qs 50
-  CELLS=(bc5cdr:base:300 bc5cdr:ie:300 meqsum_heldout:base:all meqsum_heldout:gen:all
+  CELLS=(gate:ie-gated:bioinstruct-ie@1:bc5cdr:200 gate:gen-gated:bioinstruct-gen@1:mediqa_qs:50
+         bc5cdr:base:300 bc5cdr:ie:300 meqsum_heldout:base:all meqsum_heldout:gen:all
          mediqa_qs:base:all mediqa_qs:gen:all bc5cdr:gen:300 meqsum_heldout:ie:all mediqa_qs:ie:all)
 fi
 for c in "${CELLS[@]}"; do
-  IFS=: read -r task adapter limit <<< "$c"
-  cell "$task" "$adapter" "$limit"
+  if [[ $c == gate:* ]]; then
+    IFS=: read -r _ alias candidate task limit <<< "$c"
+    gate "$alias" "$candidate" "$task" "$limit"
+  else
+    IFS=: read -r task adapter limit <<< "$c"
+    cell "$task" "$adapter" "$limit"
+  fi
 done
