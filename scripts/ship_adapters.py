@@ -90,7 +90,7 @@ def record(alias: str, key: str, file: Path) -> None:
     item = _load(alias)
     if item is None:
         raise typer.BadParameter(f"adapters/{alias} is not packaged yet")
-    value = json.loads(file.read_text())
+    value = _summary(json.loads(file.read_text()))
     fields = item.model_dump(exclude={"files"})
     if key == "gate":
         fields["gate"] = value
@@ -98,6 +98,19 @@ def record(alias: str, key: str, file: Path) -> None:
         fields["metrics"] = {**item.metrics, key: value}
     write_shipped(ROOT / alias, **fields)
     typer.echo(f"adapters/{alias}/{SHIPPED_FILE}: {key} recorded")
+
+
+def _summary(report: dict) -> dict:
+    """The part of an eval report (report.json) or gate decision (gate.json) a manifest keeps."""
+    if "primary_metric" in report and "scores" in report:
+        primary = report["primary_metric"]
+        return {"task": report["task"], "split": report["split"], "adapter": report["adapter"],
+                "n": report["n_items"], "metric": primary, **report["scores"][primary]}
+    if "decision" in report:
+        keep = ("task", "split", "current", "candidate", "metric", "current_score", "candidate_score", "delta",
+                "ci_low", "ci_high", "n", "min_delta", "decision", "reason", "command", "finished_at")
+        return {k: report.get(k) for k in keep}
+    return report
 
 
 if __name__ == "__main__":
