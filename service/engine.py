@@ -294,14 +294,16 @@ class EngineProcess:
             self._reader.join(timeout=2)
         return proc.returncode
 
-    def restart(self, seen_generation: int, grace: float | None = None) -> None:
-        """Stop and start again, unless the process was already restarted since `seen_generation`
-        (by another watcher of the same process): one crash, one restart."""
+    def stop_for_restart(self, seen_generation: int, grace: float | None = None) -> bool:
+        """Stop the process for a restart, unless it was already restarted since `seen_generation`
+        (by another watcher of the same process): one crash, one restart. True: the caller starts
+        it again — from its own long-lived thread: the guard's parent-death signal follows the
+        thread that started it, so a worker thread that ends would take the engine with it."""
         with self._restart_lock:
             if self.generation != seen_generation and self.running:
-                return
+                return False
             self.stop(grace)
-            self.start()
+            return True
 
     def kill(self) -> None:
         """Hard-kill vLLM's API server only, as a crash would (fault injection: the gateway must notice)."""

@@ -154,7 +154,8 @@ class EngineSupervisor:
             self.state = "restarting"
             try:
                 if self.process is not None:
-                    await asyncio.to_thread(self.process.restart, self._generation, 5)
+                    if await asyncio.to_thread(self.process.stop_for_restart, self._generation, 5):
+                        self.process.start()  # here, in the event loop's thread (see stop_for_restart)
                 await self._bring_up()
                 self.restarts += 1
                 log.warning("engine back after restart #%d", self.restarts)

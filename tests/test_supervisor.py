@@ -87,7 +87,8 @@ async def test_an_engine_restarted_by_another_watcher_is_not_ready_until_this_on
     sup.on_up.append(up)
     try:
         await sup.start()
-        await asyncio.to_thread(proc.restart, proc.generation, 2)  # someone else restarts it
+        if await asyncio.to_thread(proc.stop_for_restart, proc.generation, 2):  # someone else restarts it
+            proc.start()
         await asyncio.to_thread(proc.wait_healthy)
         assert not sup.ready, "a new engine process without this gateway's adapters reported ready"
         await asyncio.wait_for(reloaded.wait(), 20)
@@ -141,3 +142,47 @@ def test_health_routes_get_the_error_without_log_path_or_lines(tmp_path):
     sup.last_error = ("vLLM exited with code 1 before becoming healthy. Last log lines "
                       "(/srv/secret/engine-1.log):\nTraceback ...\nKeyError: 'api-key-123'")
     assert sup.public_error == "vLLM exited with code 1 before becoming healthy."
+
+
+async def test_restarts_start_the_engine_from_the_event_loops_thread(tmp_path):
+    """The engine guard gets SIGTERM when the *thread* that started it ends (PR_SET_PDEATHSIG):
+    a restart from a worker thread let the engine die with that thread (seen in make test: the
+    session engine stopped 1 s after its restart became healthy, every later test failed)."""
+    import threading
+
+    proc = _process(tmp_path)
+    sup = EngineSupervisor(None, proc.settings, process=proc)
+    starters: list[int] = []
+    original = proc.start
+
+    def recording_start():
+        starters.append(threading.get_ident())
+        original()
+
+    proc.start = recording_start
+    try:
+        await sup.start()
+        proc.kill()
+        assert await _until(lambda: sup.restarts == 1 and sup.ready, 20)
+        assert starters and set(starters) == {threading.get_ident()}  # the loop's own thread
+    finally:
+        await sup.stop()
+        proc.stop()
+
+
+def test_a_child_started_from_a_thread_that_ends_gets_the_parent_death_signal(tmp_path):
+    """Why the above matters: the guard's parent-death signal follows the starting thread."""
+    import subprocess
+    import threading
+
+    from service.engine_guard import die_with_parent
+
+    procs = []
+    t = threading.Thread(target=lambda: procs.append(subprocess.Popen(["sleep", "30"], preexec_fn=die_with_parent)))
+    t.start()
+    t.join()
+    try:
+        procs[0].wait(timeout=5)
+    finally:
+        procs[0].kill()
+    assert procs[0].returncode == -15  # SIGTERM when its thread ended
