@@ -165,6 +165,11 @@ class EngineSupervisor:
                 log.error("engine restart failed: %s", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+            except Exception as exc:  # noqa: BLE001 - the watchdog must outlive any one failed try
+                self.last_error = f"engine restart failed: {exc!r}"
+                log.exception("engine restart failed unexpectedly; retrying")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def stop(self) -> None:
         self._stopping = True
