@@ -22,11 +22,18 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
+# Resolved once, at import: `die_with_parent` runs in a forked child before exec (preexec_fn),
+# where loading a library (dlopen takes the loader's lock, which another thread of the parent
+# may have held at fork time) can hang the child and the Popen call waiting for it.
+try:
+    _PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: nothing to arm
+    _PRCTL = None
+
+
 def _prctl(option: int, value: int) -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, value)
-    except OSError:  # not Linux: nothing to arm
-        pass
+    if _PRCTL is not None:
+        _PRCTL(option, value)
 
 
 def die_with_parent() -> None:
