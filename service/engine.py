@@ -148,9 +148,9 @@ class EngineProcess:
                 argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"vllm.entrypoints.openai.api_server" in argv:
+            if any(b"vllm.entrypoints.openai.api_server" in a or a.startswith(b"VLLM::APIServer") for a in argv):
                 return int(child)
-        return None
+        return int(children[0]) if children else None  # a renamed process title: the first child
 
     def _device(self) -> str:
         if self.settings.device != "auto":
