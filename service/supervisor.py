@@ -44,6 +44,7 @@ class EngineSupervisor:
         self._monitor: asyncio.Task | None = None
         self._stopping = False
         self._generation = -1  # the process generation this supervisor brought up
+        self._failures = self._refused = self._silent = 0  # consecutive bad health answers
         base_url = external_url or process.base_url  # type: ignore[union-attr]
         self.client = EngineClient(base_url, timeout_s=request_timeout_s, connect_timeout_s=connect_timeout_s)
 
@@ -111,42 +112,59 @@ class EngineSupervisor:
         self.last_error = None
 
     async def _watch(self) -> None:
-        failures = ticks = refused = silent = 0
+        self._failures = self._refused = self._silent = 0
+        ticks = 0
         while not self._stopping:
             await asyncio.sleep(0.5)
             if self._stopping:
                 break
             ticks += 1
-            reason = None
-            if self.process is None:
-                failures = 0 if await self.client.healthy() else failures + 1
-                if failures >= 3:  # an external engine gets a few chances before it counts as down
-                    reason = "external engine unhealthy"
-            elif not self.process.running:
-                reason = f"engine exited (code {self.process.returncode})"
-            elif not self._alive():
-                reason = "engine was restarted by another watcher of the same process"
-            elif ticks % 4 == 0:
-                # vLLM's API server outlives a dead EngineCore and answers /health with 5xx: the
-                # process runs, the engine does not. A slow answer under load is not a failure
-                # until it has lasted a long while.
-                status = await self.client.health_status()
-                refused = refused + 1 if status is not None and status != 200 else 0
-                silent = silent + 1 if status is None else 0
-                if refused >= 2 or silent >= 15:
-                    reason = f"engine process runs but is unhealthy (/health: {status or 'no answer'})"
-            if reason is None:
-                continue
-            failures = refused = silent = 0
-            self.state = "down"
-            self.last_error = reason
-            log.error("%s; %s", self.last_error, "restarting" if self.restart_enabled else "not restarting")
-            for callback in self.on_down:
+            try:
+                reason = await self._check(health_probe=ticks % 4 == 0)
+                if reason is not None:
+                    await self._handle_down(reason)
+                    if self.state == "failed":
+                        return
+            except Exception:  # noqa: BLE001 - the watchdog must outlive any one tick
+                # A watchdog that died silently once left a killed engine unnoticed for good.
+                log.exception("engine watchdog tick failed; watching on")
+
+    async def _check(self, health_probe: bool) -> str | None:
+        """Why the engine counts as down now, or None."""
+        if self.process is None:
+            self._failures = 0 if await self.client.healthy() else self._failures + 1
+            # An external engine gets a few chances before it counts as down.
+            return "external engine unhealthy" if self._failures >= 3 else None
+        if not self.process.running:
+            return f"engine exited (code {self.process.returncode})"
+        if not self._alive():
+            return "engine was restarted by another watcher of the same process"
+        if not health_probe:
+            return None
+        # vLLM's API server outlives a dead EngineCore and answers /health with 5xx: the
+        # process runs, the engine does not. A slow answer under load is not a failure
+        # until it has lasted a long while.
+        status = await self.client.health_status()
+        self._refused = self._refused + 1 if status is not None and status != 200 else 0
+        self._silent = self._silent + 1 if status is None else 0
+        if self._refused >= 2 or self._silent >= 15:
+            return f"engine process runs but is unhealthy (/health: {status or 'no answer'})"
+        return None
+
+    async def _handle_down(self, reason: str) -> None:
+        self._failures = self._refused = self._silent = 0
+        self.state = "down"
+        self.last_error = reason
+        log.error("%s; %s", reason, "restarting" if self.restart_enabled else "not restarting")
+        for callback in self.on_down:
+            try:
                 callback()
-            if self.process is not None and not self.restart_enabled:
-                self.state = "failed"
-                return
-            await self._restart()
+            except Exception:  # noqa: BLE001 - a failing callback must not stop the restart
+                log.exception("engine-down callback failed")
+        if self.process is not None and not self.restart_enabled:
+            self.state = "failed"
+            return
+        await self._restart()
 
     async def _restart(self) -> None:
         delay = 1.0

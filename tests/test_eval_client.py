@@ -12,11 +12,13 @@ import time
 import httpx
 import numpy as np
 import pytest
-import respx
+from fake_hosts import fake_hosts_router
 
 from eval.client import EvalClient, Record, RequestItem, read_records, retry_after_seconds
 
 URL = "http://svc.test"
+# Not the global respx router: the session's live gateway must keep reaching its real engine.
+svc = fake_hosts_router(assert_all_called=False)
 OK = {"answer": "yes", "answer_index": 0, "method": "logprob", "raw_text": "yes", "adapter": "base",
       "version": None, "model": "base", "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
       "latency_ms": 5.0}
@@ -38,9 +40,9 @@ def item(i: int = 0, **body) -> RequestItem:
     return RequestItem(id=str(i), path="/qa", body={"question": f"q{i}", "options": ["yes", "no"], **body})
 
 
-@respx.mock
+@svc
 async def test_retries_429_and_503_honouring_retry_after():
-    route = respx.post(f"{URL}/qa").mock(side_effect=[
+    route = svc.post(f"{URL}/qa").mock(side_effect=[
         httpx.Response(429, headers={"Retry-After": "2"}, json=err(429)),
         httpx.Response(503, headers={"Retry-After": "7"}, json=err(503, "engine restarting")),
         httpx.Response(200, json=OK),
@@ -55,11 +57,11 @@ async def test_retries_429_and_503_honouring_retry_after():
     assert rec.served_model == "base"
 
 
-@respx.mock
+@svc
 async def test_retry_after_as_http_date_and_exponential_backoff_without_it():
     later = time.time() + 30
     date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(later))
-    respx.post(f"{URL}/qa").mock(side_effect=[
+    svc.post(f"{URL}/qa").mock(side_effect=[
         httpx.Response(503, headers={"Retry-After": date}),
         httpx.Response(503),
         httpx.Response(429),
@@ -75,8 +77,8 @@ async def test_retry_after_as_http_date_and_exponential_backoff_without_it():
 
 @pytest.mark.parametrize("status", [400, 401, 404, 413, 500, 504])
 async def test_no_retry_on_other_errors(status):
-    with respx.mock:
-        route = respx.post(f"{URL}/qa").mock(return_value=httpx.Response(
+    with svc:
+        route = svc.post(f"{URL}/qa").mock(return_value=httpx.Response(
             status, json={"error": {"message": "options must be distinct", "type": "invalid_request_error"}}))
         sleeps = Sleeps()
         rec = (await EvalClient(URL, sleep=sleeps).run([item()], progress=False))["0"]
@@ -86,18 +88,18 @@ async def test_no_retry_on_other_errors(status):
     assert rec.final == (status < 500)
 
 
-@respx.mock
+@svc
 async def test_gives_up_after_max_retries():
-    route = respx.post(f"{URL}/qa").mock(return_value=httpx.Response(429, headers={"Retry-After": "1"}))
+    route = svc.post(f"{URL}/qa").mock(return_value=httpx.Response(429, headers={"Retry-After": "1"}))
     sleeps = Sleeps()
     rec = (await EvalClient(URL, sleep=sleeps, max_retries=2).run([item()], progress=False))["0"]
     assert route.call_count == 3 and sleeps.waits == [1.0, 1.0]
     assert rec.status == 429 and not rec.ok and not rec.final
 
 
-@respx.mock
+@svc
 async def test_connection_error_is_recorded_not_retried():
-    route = respx.post(f"{URL}/qa").mock(side_effect=httpx.ConnectError("refused"))
+    route = svc.post(f"{URL}/qa").mock(side_effect=httpx.ConnectError("refused"))
     rec = (await EvalClient(URL).run([item()], progress=False))["0"]
     assert route.call_count == 1
     assert rec.status == 0 and not rec.ok and "ConnectError" in rec.error and not rec.final
@@ -111,7 +113,7 @@ def test_retry_after_parsing():
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480 - 10) == pytest.approx(10)
 
 
-@respx.mock
+@svc
 async def test_resume_does_not_resend_finished_records(tmp_path):
     path = tmp_path / "records.jsonl"
     now = time.time()
@@ -129,7 +131,7 @@ async def test_resume_does_not_resend_finished_records(tmp_path):
         sent.append(json.loads(request.content)["question"])
         return httpx.Response(200, json=OK)
 
-    respx.post(f"{URL}/qa").mock(side_effect=answer)
+    svc.post(f"{URL}/qa").mock(side_effect=answer)
     records = await EvalClient(URL, concurrency=2).run([item(i) for i in range(7)], path, progress=False)
     assert sorted(sent) == ["q3", "q5", "q6"]
     assert set(records) == {str(i) for i in range(7)}
@@ -142,14 +144,14 @@ async def test_resume_does_not_resend_finished_records(tmp_path):
     assert sent == []
 
 
-@respx.mock
+@svc
 async def test_streaming_records_ttft_and_usage():
     done = {"done": True, "finish_reason": "stop", "family": "GEN", "adapter": "base", "version": None,
             "model": "base", "usage": {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23},
             "latency_ms": 12.0}
     body = "".join(f"data: {json.dumps(e)}\n\n" for e in ({"text": "How "}, {"text": "to "}, {"text": "sleep?"}, done))
     body += "data: [DONE]\n\n"
-    respx.post(f"{URL}/generate").mock(return_value=httpx.Response(
+    svc.post(f"{URL}/generate").mock(return_value=httpx.Response(
         200, headers={"content-type": "text/event-stream"}, content=body.encode()))
     it = RequestItem(id="g", path="/generate", body={"instruction": "x", "stream": True})
     rec = (await EvalClient(URL, keep_itl=True).run([it], progress=False))["g"]
@@ -159,10 +161,10 @@ async def test_streaming_records_ttft_and_usage():
     assert len(rec.itl_ms) == 2
 
 
-@respx.mock
+@svc
 async def test_stream_error_event_is_a_failure():
     body = 'data: {"text": "a"}\n\ndata: {"error": {"message": "engine died", "type": "engine_error"}}\n\n'
-    respx.post(f"{URL}/generate").mock(return_value=httpx.Response(
+    svc.post(f"{URL}/generate").mock(return_value=httpx.Response(
         200, headers={"content-type": "text/event-stream"}, content=body.encode()))
     it = RequestItem(id="g", path="/generate", body={"instruction": "x", "stream": True})
     rec = (await EvalClient(URL).run([it], progress=False))["g"]
@@ -212,3 +214,28 @@ def test_bad_settings_refused():
         EvalClient(URL, concurrency=0)
     with pytest.raises(ValueError):
         EvalClient(URL, rate=0)
+
+
+def test_the_fake_router_lets_every_other_host_through():
+    """respx patches httpx process-wide: the session's live gateway (another thread) must still
+    reach its real engine while a test fakes its `.test` host."""
+    import http.server
+    import threading
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with svc:
+            svc.get(f"{URL}/x").mock(return_value=httpx.Response(204))
+            assert httpx.get(f"{URL}/x").status_code == 204
+            assert httpx.get(f"http://127.0.0.1:{server.server_port}/").status_code == 200
+    finally:
+        server.shutdown()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-import respx
+from fake_hosts import fake_hosts_router
 import typer
 from typer.testing import CliRunner
 
@@ -101,7 +101,7 @@ class FakeGateway:
 @pytest.fixture
 def fake(data_dir):
     gw = FakeGateway(data_dir)
-    with respx.mock(assert_all_called=False) as mock:
+    with fake_hosts_router(assert_all_called=False) as mock:
         mock.route(host="gateway.test").mock(side_effect=gw)
         gw.router = mock
         yield gw
@@ -140,7 +140,7 @@ async def test_choice_run_writes_report_with_cis(fake, tmp_path, data_dir):
 
 async def test_errors_count_as_wrong_and_are_reported(data_dir, tmp_path):
     gw = FakeGateway(data_dir, fail_every=4)
-    with respx.mock(assert_all_called=False) as mock:
+    with fake_hosts_router(assert_all_called=False) as mock:
         mock.route(host="gateway.test").mock(side_effect=gw)
         run_dir = await run_task(opts("pubmedqa", tmp_path, data_dir, adapter="good", concurrency=1))
     report = load_report(run_dir)

@@ -137,6 +137,32 @@ async def test_a_running_server_whose_engine_died_is_restarted(tmp_path):
         proc.stop()
 
 
+async def test_a_health_probe_that_raises_does_not_end_the_watchdog(tmp_path):
+    """Seen in make test: an exception that is not an httpx error (respx's "not mocked" from
+    another test) escaped one health probe and ended the watchdog task silently; the next
+    crash was never noticed and every later test met a dead engine."""
+    proc = _process(tmp_path)
+    sup = EngineSupervisor(None, proc.settings, process=proc)
+    probes = 0
+
+    async def broken_probe(timeout: float = 2.0):
+        nonlocal probes
+        probes += 1
+        if probes == 2:  # the watchdog lived on to probe again: the probe works from now on
+            del sup.client.health_status
+        raise AssertionError("not mocked")
+
+    try:
+        await sup.start()
+        sup.client.health_status = broken_probe
+        assert await _until(lambda: probes >= 2, 10)
+        proc.kill()
+        assert await _until(lambda: sup.restarts == 1 and sup.ready, 20), (sup.state, sup.last_error)
+    finally:
+        await sup.stop()
+        proc.stop()
+
+
 def test_health_routes_get_the_error_without_log_path_or_lines(tmp_path):
     sup = EngineSupervisor(None, EngineSettings(device="cpu"), process=StandInProcess(tmp_path, EngineSettings(device="cpu")))
     sup.last_error = ("vLLM exited with code 1 before becoming healthy. Last log lines "
