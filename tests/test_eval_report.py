@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fake_hosts import fake_hosts_router
 import typer
+from fake_hosts import fake_hosts_router
 from typer.testing import CliRunner
 
 from eval.bench import BenchOptions, run_bench
