@@ -24,15 +24,22 @@ import tempfile
 import time
 import uuid
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal, get_args
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# The one definition of an adapter's name, version and reference (name@version), and of its
+# categories: the HTTP schema, the CLIs and the gate build theirs from these.
+NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,62}"
+VERSION_PATTERN = r"[0-9]{1,9}"
+REF_PATTERN = rf"{NAME_PATTERN}@{VERSION_PATTERN}"
+NAME_RE = re.compile(rf"^{NAME_PATTERN}$")
+REF_RE = re.compile(rf"^{REF_PATTERN}$")
 ALIAS_RE = NAME_RE
-CATEGORIES = ("QA", "IE", "GEN", "OTHER", "ALL")
+Category = Literal["QA", "IE", "GEN", "OTHER", "ALL"]  # the task families and ALL (every family)
+CATEGORIES: tuple[str, ...] = get_args(Category)
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 ALLOWED_EXTRA = ("README.md",)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from bioinstruct.registry import REF_RE
 from eval.compare import compare_runs
 from eval.runner import RunOptions, run_dir_name, run_task
 from eval.tasks import TaskSpec
@@ -90,7 +91,7 @@ def resolve_candidate(candidate: str, current: str | None, state: dict[str, Any]
             raise GateError(f"candidate {candidate!r} is a bare version but the alias has no current "
                             f"target to take the adapter name from: give <name>@<version>")
         candidate = f"{current.split('@', 1)[0]}@{candidate}"
-    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}@\d{1,9}", candidate):
+    if not REF_RE.match(candidate):
         raise GateError(f"candidate {candidate!r} is not <name>@<version> or a version number")
     refs = {v.get("ref") for v in state.get("versions") or []}
     if candidate not in refs:

@@ -13,6 +13,7 @@ from pydantic import (
     model_validator,
 )
 
+from bioinstruct.registry import NAME_PATTERN, REF_PATTERN, VERSION_PATTERN, Category
 from instruct.tasks import CHEMPROT_LABELS, DEFAULT_ENTITY_TYPES
 from service.errors import ErrorDetail
 
@@ -25,7 +26,7 @@ AdapterSpec = Annotated[
         strip_whitespace=True,
         min_length=1,
         max_length=80,
-        pattern=r"^(base|auto|[a-z0-9][a-z0-9._-]{0,62}(@[0-9]{1,9})?)$",
+        pattern=rf"^(base|auto|{NAME_PATTERN}(@{VERSION_PATTERN})?)$",
     ),
     Field(
         description="An alias (qa), a pinned version (bioinstruct-qa@3), 'base', or 'auto' (the adapter "
@@ -223,14 +224,14 @@ class CompareResponse(BaseModel):
 
 class PublishRequest(Strict):
     path: str = Field(description="A folder on the gateway's filesystem holding a peft LoRA (safetensors)")
-    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
-    category: Literal["QA", "IE", "GEN", "OTHER", "ALL"]
+    name: Annotated[str, StringConstraints(pattern=rf"^{NAME_PATTERN}$")]
+    category: Category
     description: str | None = Field(None, max_length=2000)
-    alias: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")] | None = None
+    alias: Annotated[str, StringConstraints(pattern=rf"^{NAME_PATTERN}$")] | None = None
 
 
 class AliasRequest(Strict):
-    target: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}@[0-9]{1,9}$")] = Field(
+    target: Annotated[str, StringConstraints(pattern=rf"^{REF_PATTERN}$")] = Field(
         description="<name>@<version>")
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import typer
 
+from bioinstruct.registry import CATEGORIES
 from bioinstruct.settings import core_settings
 
-FAMILIES = ("QA", "IE", "GEN", "OTHER", "ALL")
 TRAIN_ALL_DEFAULT = ("QA", "IE", "GEN", "ALL")
 
 # Options shared by both commands (None = take the config file's value).
@@ -107,8 +107,8 @@ def register(app: typer.Typer) -> None:
             num_threads=num_threads))
         core = core_settings()
         try:
-            if category is not None and category.upper() not in FAMILIES:
-                raise DataError(f"--category {category!r} is not one of {', '.join(FAMILIES)}")
+            if category is not None and category.upper() not in CATEGORIES:
+                raise DataError(f"--category {category!r} is not one of {', '.join(CATEGORIES)}")
             if not data:
                 if category is None:
                     raise DataError("pass --data FILE.jsonl, or --category to use <home>/data/train/<category>.jsonl")
@@ -154,9 +154,9 @@ def register(app: typer.Typer) -> None:
         core = core_settings()
         folder = (data_dir or core.home / "data" / "train").expanduser()
         wanted = [c.strip().upper() for c in categories.split(",") if c.strip()]
-        bad = [c for c in wanted if c not in FAMILIES]
+        bad = [c for c in wanted if c not in CATEGORIES]
         if bad or not wanted:
-            raise _fail(ValueError(f"--categories: {bad or 'none given'} not in {', '.join(FAMILIES)}"))
+            raise _fail(ValueError(f"--categories: {bad or 'none given'} not in {', '.join(CATEGORIES)}"))
         try:
             jobs = []
             for cat in wanted:  # resolve every input before training anything
