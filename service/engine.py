@@ -122,6 +122,7 @@ class EngineProcess:
         # gateways to the session engine), and each must see a restart that another one made.
         self.generation = 0
         self._restart_lock = threading.Lock()
+        self._server: tuple[int, int] | None = None  # (generation, pid) of vLLM's API server
 
     @property
     def base_url(self) -> str:
@@ -151,6 +152,24 @@ class EngineProcess:
             if any(b"vllm.entrypoints.openai.api_server" in a or a.startswith(b"VLLM::APIServer") for a in argv):
                 return int(child)
         return int(children[0]) if children else None  # a renamed process title: the first child
+
+    def server_exited(self) -> bool:
+        """vLLM's API server is gone while its guard still runs. The guard notices within 0.1 s
+        and exits, but in that window `running` is still True (seen in CI: /health/ready right
+        after a kill answered 200 for a dead engine). A dead child the guard has not reaped yet
+        is a zombie; a reaped one has no /proc entry."""
+        if not self.running:
+            return True
+        if self._server is None or self._server[0] != self.generation:
+            pid = self.server_pid
+            if pid is None:
+                return False  # not spawned yet: starting, not exited
+            self._server = (self.generation, pid)
+        try:
+            stat = Path(f"/proc/{self._server[1]}/stat").read_text()
+        except OSError:
+            return True
+        return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
     def _device(self) -> str:
         if self.settings.device != "auto":

@@ -64,7 +64,8 @@ class EngineSupervisor:
         """The process this supervisor brought up still runs. A process restarted by another
         watcher is a new engine: what was loaded into the old one (adapters) is gone."""
         assert self.process is not None
-        return self.process.running and self.process.generation == self._generation
+        return (self.process.running and self.process.generation == self._generation
+                and not self.process.server_exited())
 
     @property
     def public_error(self) -> str | None:
@@ -137,8 +138,10 @@ class EngineSupervisor:
             return "external engine unhealthy" if self._failures >= 3 else None
         if not self.process.running:
             return f"engine exited (code {self.process.returncode})"
-        if not self._alive():
+        if self.process.generation != self._generation:
             return "engine was restarted by another watcher of the same process"
+        if self.process.server_exited():
+            return "vLLM's API server exited"
         if not health_probe:
             return None
         # vLLM's API server outlives a dead EngineCore and answers /health with 5xx: the

@@ -212,3 +212,31 @@ def test_a_child_started_from_a_thread_that_ends_gets_the_parent_death_signal(tm
     finally:
         procs[0].kill()
     assert procs[0].returncode == -15  # SIGTERM when its thread ended
+
+
+async def test_readiness_drops_the_moment_the_server_dies_not_when_its_guard_exits(tmp_path):
+    """Seen in CI: right after vLLM's API server was killed, /health/ready answered 200 with no
+    restart made. The guard (whose liveness readiness read) exits only after it notices, and the
+    watchdog ticks every 0.5 s. Here the guard is held stopped so that window stays open."""
+    import os
+    import signal
+
+    proc = _process(tmp_path)
+    sup = EngineSupervisor(None, proc.settings, process=proc)
+    try:
+        await sup.start()
+        assert sup.ready
+        server = proc.server_pid
+        os.kill(proc.pid, signal.SIGSTOP)  # the guard can neither reap nor exit
+        try:
+            proc.kill()
+            assert await _until(lambda: open(f"/proc/{server}/stat").read().rsplit(")", 1)[1].split()[0] == "Z", 5)
+            assert proc.running  # the guard lives on ...
+            assert not sup.ready  # ... and readiness still knows the engine is dead
+            assert sup.current_state == "down"
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        assert await _until(lambda: sup.restarts == 1 and sup.ready, 30), (sup.state, sup.last_error)
+    finally:
+        await sup.stop()
+        proc.stop()
