@@ -1,7 +1,7 @@
 """`bioinstruct bench <comparison>`: the side-by-side benchmarks (docs/BENCHMARKS.md).
 
-They join the `bench` group that eval/ registers (its load mode stays `bioinstruct bench
---concurrency ...`); each is also `python -m bench.<module>`. Reports: JSON + Markdown +
+The load test over the task routes is `bioinstruct load` (eval/load.py); each comparison here
+is also `python -m bench.<module>`. Reports: JSON + Markdown +
 PNG in reports/bench/<name>-<time>/.
 """
 
@@ -58,17 +58,9 @@ def run_all(
         raise typer.Exit(1)
 
 
-def _bench_group(app: typer.Typer) -> typer.Typer:
-    for group in app.registered_groups:
-        if group.name == "bench" and group.typer_instance is not None:
-            return group.typer_instance
+def register(app: typer.Typer) -> None:
     group = typer.Typer(help="Side-by-side benchmarks (docs/BENCHMARKS.md).", no_args_is_help=True)
     app.add_typer(group, name="bench")
-    return group
-
-
-def register(app: typer.Typer) -> None:
-    group = _bench_group(app)
     for name, fn in COMMANDS.items():
         group.command(name)(fn)
     group.command("all")(run_all)

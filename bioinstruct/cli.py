@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import typer
@@ -13,11 +12,6 @@ from bioinstruct.settings import core_settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 model_app = typer.Typer(no_args_is_help=True, help="The base model (embedded SmolLM2 or a local folder).")
 app.add_typer(model_app, name="model")
-
-# Each package owns its commands and adds them with register(app); a package that is
-# not there (yet) is skipped, so a partial checkout still has a working CLI.
-SUBCOMMAND_MODULES = ["service.cli", "service.registry_cli", "generation.cli", "training.cli", "eval.cli", "bench.cli"]
-
 
 @model_app.command("fetch")
 def model_fetch(force: bool = typer.Option(False, help="Download and convert again.")) -> None:
@@ -51,13 +45,19 @@ def _check_model(path):
 
 
 def _register_subcommands() -> None:
-    for module_name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue
-            raise
+    # Each package owns its commands and adds them with register(app). Imported when the CLI
+    # runs: bioinstruct/ is the shared layer the packages import, so it must not import them
+    # at module level.
+    from bench import cli as bench_cli
+    from eval import cli as eval_cli
+    from generation import cli as generation_cli
+    from service import cli as service_cli
+    from service import registry_cli
+    from training import cli as training_cli
+
+    if any(group.name == "eval" for group in app.registered_groups):
+        return  # registered already (tests call this more than once)
+    for module in (service_cli, registry_cli, generation_cli, training_cli, eval_cli, bench_cli):
         module.register(app)
 
 

@@ -1,2 +1,2 @@
 """Benchmark tasks, metrics, the async live-API client, reports, comparisons, the quality
-gate and load mode. Talks to the service over HTTP only (never imports `service`)."""
+gate and the load test (`bioinstruct load`). Talks to the service over HTTP only (never imports `service`)."""

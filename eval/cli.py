@@ -1,4 +1,4 @@
-"""`bioinstruct eval ...` (benchmarks, reports, compare, gate) and `bioinstruct bench` (load mode)."""
+"""`bioinstruct eval ...` (benchmarks, reports, compare, gate) and `bioinstruct load` (the load test)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ out = Console()
 
 eval_app = typer.Typer(
     help="Benchmarks through the live API: `bioinstruct eval --task pubmedqa --adapter base`; "
-    "subcommands list, report, compare, gate, bench.",
+    "subcommands list, report, compare, gate, load.",
     invoke_without_command=True, add_completion=False,
 )
-bench_app = typer.Typer(
-    help="Load mode: sweep concurrency or Poisson arrival rate over the task routes "
-    "(`bioinstruct bench --concurrency 1,2,4,8 --adapter base`).",
+load_app = typer.Typer(
+    help="Load test: sweep concurrency or Poisson arrival rate over the task routes "
+    "(`bioinstruct load --concurrency 1,2,4,8 --adapter base`).",
     invoke_without_command=True, add_completion=False,
 )
 
@@ -264,7 +264,7 @@ def eval_gate(
         raise typer.Exit(2)
 
 
-def bench_main(
+def load_main(
     ctx: typer.Context,
     task: list[str] = typer.Option(None, "--task", "-t", help="Tasks whose items are sent, in turn (repeatable); "
                                    "default pubmedqa, bc5cdr, mediqa_qs (one per route)"),
@@ -293,7 +293,7 @@ def bench_main(
     if ctx.invoked_subcommand is not None:
         return
     from bioinstruct.settings import CoreSettings
-    from eval.bench import DEFAULT_TASKS, BenchOptions, run_bench
+    from eval.load import DEFAULT_TASKS, BenchOptions, run_bench
     from eval.runner import current_command
 
     settings = _settings()
@@ -320,12 +320,11 @@ def bench_main(
     out.print(f"→ {run_dir}")
 
 
-bench_app.callback()(bench_main)
-eval_app.add_typer(bench_app, name="bench")
+load_app.callback()(load_main)
+eval_app.add_typer(load_app, name="load")
 
 
 def register(app: typer.Typer) -> None:
+    # `load` is its own name: `bench` belongs to the side-by-side suite (bench/cli.py).
     app.add_typer(eval_app, name="eval")
-    taken = {g.name for g in app.registered_groups} | {c.name for c in app.registered_commands}
-    if "bench" not in taken:
-        app.add_typer(bench_app, name="bench")
+    app.add_typer(load_app, name="load")

@@ -17,9 +17,9 @@ import typer
 from fake_hosts import fake_hosts_router
 from typer.testing import CliRunner
 
-from eval.bench import BenchOptions, run_bench
 from eval.compare import compare_runs
 from eval.gate import GateOptions, run_gate
+from eval.load import BenchOptions, run_bench
 from eval.report import load_items, load_report
 from eval.runner import RunOptions, rescore, run_task
 from eval.tasks import TaskError, load_task
@@ -284,7 +284,7 @@ def test_cli_eval_compare_and_bench(fake, tmp_path, data_dir, monkeypatch):
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["eval", "list"])
     assert res.exit_code == 0 and "chemprot" in res.output
-    res = runner.invoke(app, ["bench", "--task", "pubmedqa", "--concurrency", "1,2", "--num-requests", "3",
+    res = runner.invoke(app, ["load", "--task", "pubmedqa", "--concurrency", "1,2", "--num-requests", "3",
                               "--out", str(tmp_path / "bench"), "--no-progress"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "bench" / "bench.json").is_file()

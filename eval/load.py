@@ -1,4 +1,4 @@
-"""Load mode: sweep concurrency or Poisson arrival rate over the task routes, like vLLM's
+"""Load test (`bioinstruct load`): sweep concurrency or Poisson arrival rate over the task routes, like vLLM's
 serving benchmark, with one adapter, several adapters mixed request by request, or the base.
 
 Per level: request and token throughput, end-to-end latency, time to first token (TTFT),
