@@ -22,6 +22,10 @@ def main(folder: Path, out: Path = typer.Option(None, help="Default: FOLDER/matr
     out = out or folder / "matrix"
     out.mkdir(parents=True, exist_ok=True)
     cells: dict[tuple[str, str], dict] = {}
+    # Run folders in the repository keep their reports, not their per-item files: a cell whose
+    # items are gone keeps the paired difference the last matrix computed for the same run.
+    previous = {(c["task"], c["adapter"], c["run"]): c for c in
+                (json.loads((out / "matrix.json").read_text()) if (out / "matrix.json").is_file() else [])}
     for report in sorted(folder.glob("*/report.json")):
         rep = json.loads(report.read_text())
         task, adapter = rep["task"], rep["adapter"]
@@ -29,8 +33,11 @@ def main(folder: Path, out: Path = typer.Option(None, help="Default: FOLDER/matr
         cell = {"task": task, "adapter": adapter, "metric": rep["primary_metric"], "run": report.parent.name, **score}
         base = folder / f"{task}-base"
         if adapter != "base" and (base / "report.json").is_file():
-            primary = compare_runs(base, report.parent)["metrics"][rep["primary_metric"]]
-            cell["vs_base"] = {k: primary.get(k) for k in ("delta", "ci_low", "ci_high", "p_value", "n")}
+            if (base / "items.jsonl").is_file() and (report.parent / "items.jsonl").is_file():
+                primary = compare_runs(base, report.parent)["metrics"][rep["primary_metric"]]
+                cell["vs_base"] = {k: primary.get(k) for k in ("delta", "ci_low", "ci_high", "p_value", "n")}
+            elif "vs_base" in previous.get((task, adapter, cell["run"]), {}):
+                cell["vs_base"] = previous[(task, adapter, cell["run"])]["vs_base"]
         cells[(task, adapter)] = cell
     tasks = sorted({t for t, _ in cells})
     adapters = [a for a in ADAPTERS if any((t, a) in cells for t in tasks)]
