@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 
 from bioinstruct.model import inspect_base_model
 from bioinstruct.registry import AdapterLimits, Registry
+from instruct.prompts import qa_task
 from instruct.records import InstructionRecord
-from instruct.tasks import qa_task
 from training import batching
 from training.config import load_config
 from training.data import sha256_file, tokenize_record
