@@ -19,8 +19,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bioinstruct.adapter_files import AdapterLimits
 from bioinstruct.model import inspect_base_model
-from bioinstruct.registry import AdapterLimits, Registry
+from bioinstruct.registry import Registry
 from instruct.prompts import qa_task
 from instruct.records import InstructionRecord
 from training import batching
@@ -268,7 +269,8 @@ def test_train_all_makes_one_adapter_per_family_and_one_on_all(tiny_model_dir, t
 def test_a_few_steps_on_the_embedded_model(base_model_dir, data_file, tmp_path):
     """The real base: peft targets exist, logits_to_keep works, the adapter is servable on an
     engine with LoRA on every layer and refused by one with LoRA on attention only."""
-    from bioinstruct.registry import RegistryError, check_adapter_folder
+    from bioinstruct.adapter_files import check_adapter_folder
+    from bioinstruct.registry import RegistryError
 
     cfg = load_config("cpu-smollm2", {"max_length": 160, "rank": 4, "batch_size": 2, "grad_accum": 1,
                                       "max_steps": 1, "save_every": 0, "eval_every": 0, "eval_fraction": 0,
