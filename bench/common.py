@@ -243,8 +243,9 @@ def merge_lora(adapter: Path) -> Path:
 
 def publish_adapters(registry: Path, adapters: dict[str, Path]) -> dict[str, str]:
     """Publish each folder as bench-<alias> with alias <alias>; return alias -> engine name."""
+    from bioinstruct.adapter_files import AdapterLimits
     from bioinstruct.model import inspect_base_model
-    from bioinstruct.registry import AdapterLimits, Registry
+    from bioinstruct.registry import Registry
 
     base = inspect_base_model(CoreSettings().base_model_dir)
     reg = Registry(registry)

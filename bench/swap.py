@@ -55,8 +55,9 @@ async def _drive(gw: str, prompts: list[str], refs: dict[str, str], plan: list[s
             probes.append(await C.post_completion(s, url, body, tag="probe"))
             i += 1
 
+    from bioinstruct.adapter_files import AdapterLimits
     from bioinstruct.model import inspect_base_model
-    from bioinstruct.registry import AdapterLimits, Registry
+    from bioinstruct.registry import Registry
 
     base = inspect_base_model(C.CoreSettings().base_model_dir)
     reg = Registry(registry)

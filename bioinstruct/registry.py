@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import tempfile
 import time
 import uuid
@@ -28,7 +27,17 @@ from typing import Any, Literal, get_args
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
+
+from bioinstruct.adapter_files import (
+    ADAPTER_FILES,
+    ALLOWED_EXTRA,
+    AdapterLimits,
+    check_adapter_folder,
+)
+
+# Callers catch the registry's errors from here (bioinstruct/errors.py defines them for both).
+from bioinstruct.errors import Conflict, NotFound, RegistryError  # noqa: F401
 
 # The one definition of an adapter's name, version and reference (name@version), and of its
 # categories: the HTTP schema, the CLIs and the gate build theirs from these.
@@ -40,37 +49,7 @@ REF_RE = re.compile(rf"^{REF_PATTERN}$")
 ALIAS_RE = NAME_RE
 Category = Literal["QA", "IE", "GEN", "OTHER", "ALL"]  # the task families and ALL (every family)
 CATEGORIES: tuple[str, ...] = get_args(Category)
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-ALLOWED_EXTRA = ("README.md",)
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 RESERVED = {"base", "auto"}
-
-
-class RegistryError(Exception):
-    """A registry operation was refused; `status` is the HTTP status that fits."""
-
-    status = 400
-
-    def __init__(self, message: str, *, status: int | None = None, code: str = "invalid_adapter"):
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        if status is not None:
-            self.status = status
-
-
-class NotFound(RegistryError):
-    status = 404
-
-    def __init__(self, message: str):
-        super().__init__(message, code="adapter_not_found")
-
-
-class Conflict(RegistryError):
-    status = 409
-
-    def __init__(self, message: str):
-        super().__init__(message, code="conflict")
 
 
 class Manifest(BaseModel):
@@ -131,149 +110,6 @@ def now_iso() -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-# --- adapter folder checks (used at publish time and again before every load) -------------
-
-def read_safetensors_header(data_or_path: bytes | Path) -> dict[str, Any]:
-    """Parse and bound-check a safetensors header; RegistryError if truncated or malformed."""
-    if isinstance(data_or_path, Path):
-        size_total = data_or_path.stat().st_size
-        with data_or_path.open("rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
-                raise RegistryError("adapter_model.safetensors is truncated (no header)", code="corrupt_adapter")
-            (hlen,) = struct.unpack("<Q", head)
-            if hlen > 100 << 20 or 8 + hlen > size_total:
-                raise RegistryError("adapter_model.safetensors is truncated or corrupt (bad header length)", code="corrupt_adapter")
-            raw = fh.read(hlen)
-    else:
-        data = data_or_path
-        size_total = len(data)
-        if size_total < 8:
-            raise RegistryError("adapter_model.safetensors is truncated (no header)", code="corrupt_adapter")
-        (hlen,) = struct.unpack("<Q", data[:8])
-        if hlen > 100 << 20 or 8 + hlen > size_total:
-            raise RegistryError("adapter_model.safetensors is truncated or corrupt (bad header length)", code="corrupt_adapter")
-        raw = data[8 : 8 + hlen]
-    try:
-        header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RegistryError(f"adapter_model.safetensors has a corrupt header: {exc}", code="corrupt_adapter") from exc
-    data_len = size_total - 8 - hlen
-    for key, meta in header.items():
-        if key == "__metadata__":
-            continue
-        start, end = meta.get("data_offsets", (0, -1))
-        if not (0 <= start <= end <= data_len):
-            raise RegistryError(
-                f"adapter_model.safetensors is truncated: tensor {key} ends at byte {end} of {data_len}",
-                code="corrupt_adapter",
-            )
-    return header
-
-
-# The engine's LoRA layers unless configured otherwise (EngineSettings, training's check).
-DEFAULT_LORA_MODULES = ("qkv_proj", "o_proj")
-# The engine's LoRA rank limit (vLLM --max-lora-rank): one default for serving and training.
-DEFAULT_MAX_LORA_RANK = 16
-# vLLM fuses these peft modules into one layer, and names the fused one in its target modules.
-_FUSED = {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj",
-          "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj"}
-
-
-def engine_layer(module: str) -> str:
-    """vLLM's name for the layer that holds a peft target module (q_proj -> qkv_proj)."""
-    return _FUSED.get(module, module)
-
-
-def adapter_layers(header: dict[str, Any]) -> set[str]:
-    """The engine layers an adapter has LoRA weights for, from its tensor names."""
-    return {engine_layer(key.split(".lora_")[0].rsplit(".", 1)[-1])
-            for key in header if ".lora_A" in key or ".lora_B" in key}
-
-
-class AdapterLimits(BaseModel):
-    """What the serving base model and engine can load; every adapter check reads this one object.
-
-    None means "not checked" (e.g. a registry tool with no engine in sight).
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    base_hidden_size: int | None = None
-    max_rank: int | None = None  # the engine's --max-lora-rank
-    lora_modules: tuple[str, ...] | None = None  # the engine's --lora-target-modules; None: every layer
-
-    @field_validator("lora_modules", mode="before")
-    @classmethod
-    def _empty_is_every_layer(cls, value: Any) -> Any:
-        return tuple(value) if value else None  # settings write every layer as "[]"
-
-
-def check_adapter_folder(folder: Path, limits: AdapterLimits | None = None) -> dict[str, Any]:
-    """Check a local peft LoRA folder; return its adapter_config. RegistryError says what is wrong."""
-    limits = limits or AdapterLimits()
-    if not folder.is_dir():
-        raise RegistryError(f"adapter folder {folder} does not exist or is not a directory", status=400)
-    names = {p.name for p in folder.iterdir()}
-    pickles = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
-    if pickles:
-        raise RegistryError(
-            f"refusing pickle weights {pickles}: only safetensors are ever loaded; save the adapter "
-            "with save_pretrained(..., safe_serialization=True)",
-            code="unsafe_weights",
-        )
-    missing = [f for f in ADAPTER_FILES if f not in names]
-    if missing:
-        raise RegistryError(f"adapter folder is missing {missing}: a peft LoRA folder holds {list(ADAPTER_FILES)}", code="incomplete_adapter")
-    for entry in folder.iterdir():
-        if entry.is_symlink():
-            raise RegistryError(f"{entry.name} is a symlink; adapter files must be regular files", code="unsafe_path")
-    try:
-        config = json.loads((folder / "adapter_config.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RegistryError(f"adapter_config.json is not valid JSON: {exc}", code="corrupt_adapter") from exc
-    if str(config.get("peft_type", "")).upper() != "LORA":
-        raise RegistryError(f"peft_type is {config.get('peft_type')!r}; only LoRA adapters are served", code="unsupported_adapter")
-    rank = int(config.get("r", 0))
-    if rank <= 0:
-        raise RegistryError("adapter_config.json has no positive rank 'r'", code="corrupt_adapter")
-    if limits.max_rank is not None and rank > limits.max_rank:
-        raise RegistryError(
-            f"adapter rank {rank} is above the engine's limit of {limits.max_rank}; "
-            f"retrain with r <= {limits.max_rank} "
-            "or start the engine with a higher BIOINSTRUCT_ENGINE_MAX_LORA_RANK",
-            code="rank_too_high",
-        )
-    header = read_safetensors_header(folder / "adapter_model.safetensors")
-    if limits.base_hidden_size:
-        _check_shapes(header, limits.base_hidden_size)
-    layers = limits.lora_modules
-    outside = sorted(adapter_layers(header) - set(layers)) if layers else []
-    if outside:
-        raise RegistryError(
-            f"adapter has LoRA weights on {outside}, but the engine applies LoRA only to {sorted(layers)} "
-            "and would silently ignore the rest; retrain with target_modules inside those (training/'s "
-            "default q_proj,k_proj,v_proj,o_proj is) or start the engine with "
-            "BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES='[]' (LoRA on every layer, about 2x slower on CPU)",
-            code="target_modules_unsupported",
-        )
-    return config
-
-
-def _check_shapes(header: dict[str, Any], hidden: int) -> None:
-    # q_proj's lora_A is [r, hidden]: a LoRA trained on another base has another width.
-    for key, meta in header.items():
-        if key.endswith("q_proj.lora_A.weight") or key.endswith("q_proj.lora_A.default.weight"):
-            shape = meta.get("shape", [])
-            if len(shape) == 2 and shape[1] != hidden:
-                raise RegistryError(
-                    f"adapter was trained on a base model with hidden size {shape[1]}, but the served "
-                    f"base model has {hidden}; train it on the served base model",
-                    code="base_model_mismatch",
-                )
-            return
 
 
 # --- the registry -------------------------------------------------------------------------

@@ -39,6 +39,9 @@ class CoreSettings(BaseSettings):
     data_dir: Path | None = None
     # Adapter registry: a local directory or an fsspec URL (s3://bucket/prefix, ...).
     registry: str | None = None
+    # An extra folder of benchmark task files (beside the packaged instruct/benchmarks/):
+    # `bioinstruct eval` runs them and `bioinstruct convert` keeps their items out of training.
+    eval_tasks_dir: Path | None = None
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> CoreSettings:

@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from bioinstruct.registry import ADAPTER_FILES, AdapterLimits, Manifest, Registry
+from bioinstruct.adapter_files import ADAPTER_FILES, AdapterLimits
+from bioinstruct.registry import Manifest, Registry
 
 SHIPPED_FILE = "shipped.json"
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from eval.settings import EvalSettings, admin_token_from_env
-from eval.tasks import TaskError, load_task, task_files
+from instruct.benchmark import TaskError, load_task, task_files
 
 console = Console(stderr=True)
 out = Console()

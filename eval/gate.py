@@ -23,7 +23,7 @@ import httpx
 from bioinstruct.registry import REF_RE
 from eval.compare import compare_runs
 from eval.runner import RunOptions, run_dir_name, run_task
-from eval.tasks import TaskSpec
+from instruct.benchmark import TaskSpec
 
 
 class GateError(RuntimeError):

@@ -23,7 +23,7 @@ import numpy as np
 
 from eval.client import EvalClient, Record, RequestItem
 from eval.runner import run_dir_name
-from eval.tasks import TaskSpec
+from instruct.benchmark import TaskSpec
 
 DEFAULT_TASKS = ["pubmedqa", "bc5cdr", "mediqa_qs"]  # one per route: /qa, /extract, /generate
 

@@ -22,22 +22,10 @@ from typing import Any
 
 import numpy as np
 
-KIND_METRICS: dict[str, set[str]] = {
-    "choice": {"accuracy", "micro_f1", "macro_f1", "f1_by_label"},
-    "spans": {"entity_f1", "entity_precision", "entity_recall", "entity_f1_by_type"},
-    "text": {"rouge1", "rouge2", "rougeL", "llm_judge"},
-}
+from instruct.benchmark import check_metric_names
+
 # Expanding names (one metric per label / entity type): reported as a breakdown.
 EXPANDING = {"f1_by_label", "entity_f1_by_type"}
-
-
-def check_metric_names(kind: str, names: Sequence[str]) -> None:
-    allowed = KIND_METRICS[kind]
-    unknown = [n for n in names if n not in allowed]
-    if unknown:
-        raise ValueError(f"metrics {unknown} do not apply to scoring kind {kind!r}; use {sorted(allowed)}")
-    if not names:
-        raise ValueError("give at least one metric")
 
 
 def _f1(tp, fp, fn):

@@ -18,7 +18,7 @@ import numpy as np
 
 from eval.client import Record
 from eval.metrics import Metric, build_metrics, percentiles, resample_counts, score_with_ci
-from eval.tasks import Doc, TaskSpec
+from instruct.benchmark import Doc, TaskSpec
 
 N_BOOT = 1000
 SEED = 0

@@ -19,7 +19,7 @@ from typing import Any
 from eval.client import EvalClient, RequestItem, read_records
 from eval.judge import JudgeConfig, run_judge
 from eval.report import build_report, metric_context, metrics_from_context, score_items, write_run
-from eval.tasks import TaskError, TaskSpec
+from instruct.benchmark import TaskError, TaskSpec
 
 
 @dataclass
@@ -120,7 +120,7 @@ async def run_task(opts: RunOptions) -> Path:
 
 
 async def _judge(task, docs, records, judge: JudgeConfig, run_dir: Path, progress: bool):
-    from eval.tasks import render
+    from instruct.benchmark import render
 
     triples = []
     for doc in docs:

@@ -20,8 +20,6 @@ class EvalSettings(BaseSettings):
     api_key: SecretStr | None = None
     # Where runs are written; default <home>/reports.
     reports_dir: Path | None = None
-    # Extra folder of task YAML files (beside the packaged eval/tasks/).
-    tasks_dir: Path | None = None
     # Optional LLM judge: any OpenAI-compatible endpoint (base URL ending in /v1).
     judge_url: str | None = None
     judge_model: str | None = None

@@ -95,9 +95,10 @@ def convert(
     extra: list[Path] = typer.Option([], "--include", help="More JSONL files for the training set (default: data/generated/selfinstruct.jsonl if present)."),
     train_dir: Path | None = typer.Option(None, help="Training files (default: <home>/data/train)."),
     report_dir: Path | None = typer.Option(None, help="Reports (default: <home>/data/reports)."),
+    tasks_dir: Path | None = typer.Option(None, help="Extra folder of benchmark task files whose items are kept out of training too (env BIOINSTRUCT_EVAL_TASKS_DIR)."),
 ) -> None:
-    """Convert train splits (PubMedQA trainval, BC5CDR, ChemProt, MeQSum idx<800) to instruction
-    records, then decontaminate them against every evaluation split."""
+    """Convert train splits (PubMedQA trainval, BC5CDR, ChemProt, MeQSum) to instruction records,
+    then decontaminate them against every split of every benchmark task file."""
     from generation.converters import CONVERTERS
     from generation.datasets import DatasetError
     from generation.store import write_records
@@ -120,7 +121,7 @@ def convert(
     if decontaminate_after:
         generated = data_root(core) / "generated" / "selfinstruct.jsonl"
         inputs = written + (list(extra) if extra else ([generated] if generated.is_file() else []))
-        _decontaminate(core, inputs, train_dir, report_dir)
+        _decontaminate(core, inputs, train_dir, report_dir, tasks_dir)
 
 
 def decontaminate(
@@ -130,17 +131,18 @@ def decontaminate(
     report_dir: Path | None = typer.Option(None, help="Reports (default: <home>/data/reports)."),
     ngram: int = typer.Option(8, min=2, help="n of the word n-grams."),
     threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Containment at which a record is a near-duplicate."),
+    tasks_dir: Path | None = typer.Option(None, help="Extra folder of benchmark task files whose items are kept out of training too (env BIOINSTRUCT_EVAL_TASKS_DIR)."),
 ) -> None:
     """Drop training records that overlap any evaluation split; write data/train/*.jsonl and a report."""
     core = CoreSettings(**({"data_dir": data_dir} if data_dir else {}))
     paths = list(inputs) if inputs else _default_inputs(core)
     if not paths:
         raise _fail("no input files: run `bioinstruct convert` or `bioinstruct generate` first")
-    _decontaminate(core, paths, train_dir, report_dir, n=ngram, threshold=threshold)
+    _decontaminate(core, paths, train_dir, report_dir, tasks_dir, n=ngram, threshold=threshold)
 
 
 def _decontaminate(core: CoreSettings, inputs: list[Path], train_dir: Path | None, report_dir: Path | None,
-                   **kwargs: float) -> None:
+                   tasks_dir: Path | None = None, **kwargs: float) -> None:
     from generation.datasets import DatasetError, evaluation_texts
     from generation.decontaminate import run_decontamination
     from generation.store import StoreError
@@ -151,7 +153,8 @@ def _decontaminate(core: CoreSettings, inputs: list[Path], train_dir: Path | Non
     train_dir = train_dir or data_root(core) / "train"
     report_dir = report_dir or data_root(core) / "reports"
     try:
-        report = run_decontamination(inputs, evaluation_texts(core.data_dir), train_dir, report_dir, **kwargs)
+        texts = evaluation_texts(core.data_dir, [tasks_dir] if tasks_dir else None)
+        report = run_decontamination(inputs, texts, train_dir, report_dir, **kwargs)
     except (DatasetError, StoreError) as exc:
         raise _fail(str(exc)) from None
     t = report["totals"]

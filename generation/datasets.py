@@ -1,23 +1,20 @@
-"""Readers for the labeled data in the data folder (../shared/data), and which split is which.
+"""Readers for the training data in the data folder (../shared/data), and the evaluation texts.
 
-Training uses train splits only (PubMedQA: the trainval half; MeQSum: idx < MEQSUM_TRAIN_END).
-Every other split listed in EVAL_SPLITS is evaluation data: converters never read it, and
-decontamination removes training records that overlap it.
+Converters read training files only (PubMedQA: the trainval half; MeQSum: its one file, which
+has no official split). What is evaluation data is defined once, by the benchmark task files
+(instruct/benchmarks/*.yaml and BIOINSTRUCT_EVAL_TASKS_DIR): `evaluation_texts` reads every
+split of every task file, and decontamination removes the training records that overlap them
+(the PubMedQA dev PMIDs, MeQSum's held-out part, ...).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-# MeQSum ships 1,000 pairs with no official split. Fixed here: idx 0..799 is training,
-# idx 800..999 is held out for evaluation (never converted, always decontaminated against).
-MEQSUM_TRAIN_END = 800
-MEQSUM_SIZE = 1000
 
 
 class DatasetError(RuntimeError):
@@ -99,28 +96,10 @@ def chemprot(data_dir: Path, split: str) -> list[ChemProtPair]:
 
 # --- MeQSum ------------------------------------------------------------------------------
 
-def meqsum(data_dir: Path, split: str) -> list[dict[str, Any]]:
-    """split "train" (idx < MEQSUM_TRAIN_END) or "heldout" (the rest, for evaluation)."""
-    rows = list(_jsonl(_path(data_dir, "meqsum", "meqsum_all.jsonl")))
-    if split == "train":
-        return [r for r in rows if int(r["idx"]) < MEQSUM_TRAIN_END]
-    if split == "heldout":
-        return [r for r in rows if int(r["idx"]) >= MEQSUM_TRAIN_END]
-    raise ValueError(f"meqsum split is train or heldout, not {split!r}")
-
-
-# --- evaluation-only sets ----------------------------------------------------------------
-
-def medqa(data_dir: Path) -> list[dict[str, Any]]:
-    return list(_jsonl(_path(data_dir, "medqa_usmle_4opt", "test.jsonl")))
-
-
-def medmcqa(data_dir: Path) -> list[dict[str, Any]]:
-    return list(_jsonl(_path(data_dir, "medmcqa_dev", "dev_single_choice.jsonl")))
-
-
-def mediqa_qs(data_dir: Path, split: str) -> list[dict[str, Any]]:
-    return list(_jsonl(_path(data_dir, "mediqa_qs_2021", f"mediqa_qs_{split}.jsonl")))
+def meqsum(data_dir: Path) -> list[dict[str, Any]]:
+    """All 1,000 pairs. The held-out part (instruct/benchmarks/meqsum_heldout.yaml) is removed from
+    training data by decontamination, like every evaluation split."""
+    return list(_jsonl(_path(data_dir, "meqsum", "meqsum_all.jsonl")))
 
 
 @dataclass(frozen=True)
@@ -133,39 +112,21 @@ class EvalText:
     text: str
 
 
-# The quality gate's PubMedQA dev split: the last 100 trainval records in file order
-# (eval/tasks/pubmedqa.yaml, splits.dev). Training must never see them.
-PUBMEDQA_DEV_SIZE = 100
+def evaluation_texts(data_dir: Path, extra_task_dirs: Sequence[Path] | None = None) -> list[EvalText]:
+    """The texts of every split of every benchmark task file (packaged, BIOINSTRUCT_EVAL_TASKS_DIR,
+    `extra_task_dirs`): what each item shows the model, and its reference for text tasks."""
+    from instruct.benchmark import TaskError, all_tasks
 
-
-def evaluation_texts(data_dir: Path) -> list[EvalText]:
-    """Inputs and questions (and reference summaries) of every evaluation split."""
     out: list[EvalText] = []
-    trainval = pubmedqa(data_dir, "trainval")
-    for split, items in (("pubmedqa/test", pubmedqa(data_dir, "test")),
-                         ("pubmedqa/dev", trainval[-PUBMEDQA_DEV_SIZE:])):
-        for item in items:
-            out.append(EvalText(split, item["pmid"], "question", item["QUESTION"]))
-            for i, passage in enumerate(item["CONTEXTS"]):
-                out.append(EvalText(split, item["pmid"], f"context[{i}]", passage))
-    for item in medqa(data_dir):
-        out.append(EvalText("medqa/test", str(item["realidx"]), "question", item["question"]))
-    for item in medmcqa(data_dir):
-        out.append(EvalText("medmcqa/dev", str(item["realidx"]), "question", item["question"]))
-    for split in ("devel", "test"):
-        for item in bc5cdr(data_dir, split):
-            out.append(EvalText(f"bc5cdr/{split}", item["id"], "text", bc5cdr_text(item)))
-    for split in ("dev", "test"):
-        seen: set[str] = set()
-        for pair in chemprot(data_dir, split):
-            if pair.text not in seen:
-                seen.add(pair.text)
-                out.append(EvalText(f"chemprot/{split}", str(pair.index), "text", pair.text))
-    for item in meqsum(data_dir, "heldout"):
-        out.append(EvalText("meqsum/heldout", str(item["idx"]), "question", item["chq"]))
-        out.append(EvalText("meqsum/heldout", str(item["idx"]), "summary", item["summary"]))
-    for split in ("validation", "test"):
-        for item in mediqa_qs(data_dir, split):
-            out.append(EvalText(f"mediqa_qs/{split}", str(item["q_id"]), "question", item["question"]))
-            out.append(EvalText(f"mediqa_qs/{split}", str(item["q_id"]), "summary", item["summary"]))
+    try:
+        for task in all_tasks(extra_task_dirs):
+            for split in task.splits:
+                seen: set[tuple[str, str]] = set()  # ChemProt: one sentence, several pairs
+                for doc in task.load(split, data_dir):
+                    for name, text in task.evaluation_texts(doc):
+                        if (name, text) not in seen:
+                            seen.add((name, text))
+                            out.append(EvalText(f"{task.name}/{split}", doc.id, name, text))
+    except TaskError as exc:
+        raise DatasetError(str(exc)) from None
     return out

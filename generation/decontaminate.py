@@ -11,8 +11,8 @@ tokens). A record field is contaminated when
   length and must appear as a contiguous run.
 
 The fields checked are the instruction and the input (the question, passage or sentence
-a model is given); outputs are not inputs. Evaluation texts come from every split that
-`generation.datasets.evaluation_texts` lists. The report says what was removed and why.
+a model is given); outputs are not inputs. Evaluation texts come from every split of every
+benchmark task file (`generation.datasets.evaluation_texts`). The report says what was removed and why.
 """
 
 from __future__ import annotations

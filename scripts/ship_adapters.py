@@ -19,7 +19,7 @@ from pathlib import Path
 import typer
 import yaml
 
-from bioinstruct.registry import ADAPTER_FILES
+from bioinstruct.adapter_files import ADAPTER_FILES
 from bioinstruct.settings import core_settings
 from bioinstruct.shipped import SHIPPED_FILE, ShippedAdapter, write_shipped
 

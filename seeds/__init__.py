@@ -1,6 +1,6 @@
 """The 80 human-written biomedical seed tasks that Self-Instruct generation starts from.
 
-`seed_tasks.jsonl` holds one task a line. Output conventions follow `instruct.tasks`, so
+`seed_tasks.jsonl` holds one task a line. Output conventions follow `instruct.prompts`, so
 the seeds teach the formats the service parses: entities as 'Type: mention' lines (mentions
 copied verbatim from the input) or 'None', relations as 'head | RELATION | tail' lines, and
 multiple-choice answers as the exact text of one listed option.

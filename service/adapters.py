@@ -21,8 +21,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from bioinstruct.adapter_files import AdapterLimits
 from bioinstruct.model import BaseModelInfo
-from bioinstruct.registry import AdapterLimits, NotFound, Registry, RegistryError, parse_ref
+from bioinstruct.registry import NotFound, Registry, RegistryError, parse_ref
 from instruct.families import TaskFamily
 from service.engine_client import EngineClient
 from service.errors import APIError

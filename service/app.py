@@ -13,7 +13,7 @@ from service.engine import EngineProcess, EngineSettings
 from service.errors import install_error_handlers
 from service.gateway import Gateway
 from service.middleware import GatewayMiddleware
-from service.routes import admin, health, openai_compat, tasks
+from service.routes import admin, health, inference, openai_compat
 from service.settings import ServiceSettings
 
 log = logging.getLogger("bioinstruct.service")
@@ -51,7 +51,7 @@ def create_app(
     app = FastAPI(title="BioInstruct", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.gateway = None
     install_error_handlers(app)
-    for module in (tasks, openai_compat, admin, health):
+    for module in (inference, openai_compat, admin, health):
         app.include_router(module.router)
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes,
                        body_timeout_s=settings.body_timeout_s)

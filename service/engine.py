@@ -22,7 +22,7 @@ import httpx
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bioinstruct.registry import DEFAULT_LORA_MODULES, DEFAULT_MAX_LORA_RANK, AdapterLimits
+from bioinstruct.adapter_files import DEFAULT_LORA_MODULES, DEFAULT_MAX_LORA_RANK, AdapterLimits
 from bioinstruct.settings import offline_env
 from bioinstruct.vllm_plugin import FAST_CPU_LORA_ENV
 from service.engine_guard import die_with_parent

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bioinstruct.registry import RegistryError
+from bioinstruct.registry import Conflict, NotFound, RegistryError
 
 log = logging.getLogger("bioinstruct.service")
 
@@ -95,6 +95,15 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     return "; ".join(parts) or "invalid request", first_param
 
 
+def registry_status(exc: RegistryError) -> int:
+    """The HTTP status of a refused registry operation: the registry knows nothing of HTTP."""
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    return 400
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError):
@@ -102,7 +111,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RegistryError)
     async def _registry_error(_: Request, exc: RegistryError):
-        return error_response(exc.status, exc.message, code=exc.code)
+        return error_response(registry_status(exc), exc.message, code=exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):

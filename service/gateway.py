@@ -23,7 +23,7 @@ from instruct.classify import classify_family
 from instruct.families import TaskFamily
 from instruct.format import render_example, render_prompt
 from instruct.parsing import match_option, parse_entities, parse_relations
-from instruct.tasks import entity_task, qa_task, relation_task
+from instruct.prompts import entity_task, qa_task, relation_task
 from service.adapters import AdapterManager, Target
 from service.admission import Admission
 from service.auth import Caller

@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 from bioinstruct.registry import NAME_PATTERN, REF_PATTERN, VERSION_PATTERN, Category
-from instruct.tasks import CHEMPROT_LABELS, DEFAULT_ENTITY_TYPES
+from instruct.prompts import CHEMPROT_LABELS, DEFAULT_ENTITY_TYPES
 from service.errors import ErrorDetail
 
 MAX_TEXT = 100_000

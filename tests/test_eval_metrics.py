@@ -16,7 +16,7 @@ from eval.metrics import (
     rouge_scores,
     score_with_ci,
 )
-from eval.tasks import bio_entities, step_token_spans
+from instruct.benchmark import bio_entities, step_token_spans
 
 
 def scores(kind, names, preds, golds, **ctx):

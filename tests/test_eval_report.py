@@ -22,7 +22,7 @@ from eval.gate import GateOptions, run_gate
 from eval.load import BenchOptions, run_bench
 from eval.report import load_items, load_report
 from eval.runner import RunOptions, rescore, run_task
-from eval.tasks import TaskError, load_task
+from instruct.benchmark import TaskError, load_task
 
 URL = "http://gateway.test"
 

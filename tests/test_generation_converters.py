@@ -9,19 +9,19 @@ from collections import Counter
 import pytest
 
 from generation.converters import CONVERTERS
-from generation.datasets import MEQSUM_TRAIN_END, bc5cdr, chemprot, chemprot_unmark, pubmedqa
+from generation.datasets import bc5cdr, chemprot, chemprot_unmark, pubmedqa
 from instruct.families import TaskFamily
 from instruct.parsing import find_spans, match_option, parse_entities
-from instruct.records import InstructionRecord
-from instruct.tasks import (
+from instruct.prompts import (
     CHEMPROT_LABELS,
     ENTITY_INSTRUCTIONS,
     QA_WITH_OPTIONS,
     QUESTION_SUMMARY_INSTRUCTIONS,
     format_types,
 )
+from instruct.records import InstructionRecord
 
-EXPECTED = {"pubmedqa": 500, "bc5cdr": 4560, "chemprot": 4169, "meqsum": MEQSUM_TRAIN_END}
+EXPECTED = {"pubmedqa": 500, "bc5cdr": 4560, "chemprot": 4169, "meqsum": 1000}
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +112,12 @@ def test_chemprot_unmark():
     assert text == "A 5-[2-[[2-hydroxy]propyl]] blocks the beta(1)-adrenoceptor."
 
 
-def test_meqsum_uses_the_fixed_training_part_only(converted, data_dir):
+def test_meqsum_converts_every_pair(converted, data_dir):
+    """All 1,000: the held-out part is the task file's to define and decontamination's to remove
+    (tests/test_generation_decontaminate.py)."""
     records = converted["meqsum"]
     idx = sorted(r.provenance["item"] for r in records)
-    assert idx == list(range(MEQSUM_TRAIN_END))
+    assert idx == list(range(1000))
     rows = {json.loads(line)["idx"]: json.loads(line)
             for line in (data_dir / "meqsum" / "meqsum_all.jsonl").read_text().splitlines()}
     for r in records:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from generation.datasets import EvalText, evaluation_texts
 from generation.decontaminate import EvalIndex, decontaminate, run_decontamination
 from generation.store import read_records, write_records
 from instruct.families import TaskFamily
+from instruct.prompts import qa_task
 from instruct.records import InstructionRecord
-from instruct.tasks import qa_task
 
 EVAL_QUESTION = "Do statins reduce mortality in patients with chronic kidney disease on dialysis?"
 EVAL_SENTENCE = ("Treatment with carvedilol reversed both protein and mRNA of HIF-1alpha, VEGF, BNP, "
@@ -87,14 +88,45 @@ def test_report_and_training_files(tmp_path):
     assert [r.id for r in read_records(train / "qa.jsonl")] == ["x-2"]
 
 
-def test_evaluation_texts_cover_every_evaluation_split(data_dir):
+def test_evaluation_texts_cover_every_split_of_every_task_file(data_dir):
+    from instruct.benchmark import all_tasks
+
     texts = evaluation_texts(data_dir)
     splits = {t.split for t in texts}
-    assert splits == {"pubmedqa/test", "pubmedqa/dev", "medqa/test", "medmcqa/dev", "bc5cdr/devel", "bc5cdr/test",
-                      "chemprot/dev", "chemprot/test", "meqsum/heldout", "mediqa_qs/validation", "mediqa_qs/test"}
+    assert splits == {f"{task.name}/{split}" for task in all_tasks() for split in task.splits}
+    assert {"pubmedqa/dev", "bc5cdr/dev", "chemprot/dev", "mediqa_qs/dev", "meqsum_heldout/test"} <= splits
     assert not any("<<" in t.text and ">>" in t.text for t in texts if t.split.startswith("chemprot"))
-    meqsum_items = {int(t.item) for t in texts if t.split == "meqsum/heldout"}
+    meqsum_items = {int(t.item) for t in texts if t.split == "meqsum_heldout/test"}
     assert meqsum_items == set(range(800, 1000))
+    # an item is what it shows the model (and a text task's reference), not the constants
+    assert {t.field for t in texts if t.split == "meqsum_heldout/test"} == {"input", "reference"}
+    assert {t.field for t in texts if t.split == "chemprot/test"} == {"sentence"}
+
+
+def test_a_task_file_added_in_a_folder_removes_its_items_from_training_data(data_dir, tmp_path, monkeypatch):
+    """A new benchmark is decontaminated against as soon as its task file exists: here, one
+    over the first 5 BC5CDR *training* sentences."""
+    from generation.converters.bc5cdr import convert_bc5cdr
+
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "bc5cdr_probe.yaml").write_text(
+        Path("instruct/benchmarks/bc5cdr.yaml").read_text()
+         .replace("name: bc5cdr", "name: bc5cdr_probe")
+         .replace("path: bc5cdr/test.entities.jsonl", "path: bc5cdr/train.entities.jsonl\n    select: {slice: [0, 5]}")
+         .replace("count: 4797", "count: 5"))
+    records = convert_bc5cdr(data_dir)
+    probe_ids = {json.loads(line)["id"] for line in
+                 (data_dir / "bc5cdr" / "train.entities.jsonl").read_text().splitlines()[:5]}
+
+    def removed_items(texts):
+        result = decontaminate({"bc5cdr": records}, EvalIndex(texts))
+        return {r.provenance["item"] for r, m in result.removed if m.eval.split.startswith("bc5cdr_probe/")}
+
+    assert removed_items(evaluation_texts(data_dir)) == set()
+    assert removed_items(evaluation_texts(data_dir, [folder])) == probe_ids
+    monkeypatch.setenv("BIOINSTRUCT_EVAL_TASKS_DIR", str(folder))  # the setting `convert` reads
+    assert removed_items(evaluation_texts(data_dir)) == probe_ids
 
 
 def test_real_training_data_overlaps_are_found(data_dir):
@@ -109,23 +141,25 @@ def test_real_training_data_overlaps_are_found(data_dir):
     assert removed["chemprot-train-1058"].eval.split == "chemprot/test"
     assert removed["meqsum-215"].eval.split == "mediqa_qs/test"
     assert len(result.kept) + len(result.removed) == sum(len(v) for v in sources.values())
-    # the 100 PubMedQA dev records (the gate's split) plus a handful of real overlaps
-    assert 100 <= len(result.removed) < 200
+    # the 100 PubMedQA dev records (the gate's split), MeQSum's 200 held-out pairs (converted
+    # with the rest: the task file alone says they are evaluation data), a few real overlaps
+    assert 300 <= len(result.removed) < 400
     assert sum(m.eval.split == "pubmedqa/dev" for _, m in result.removed) == 100
+    heldout = {r.provenance["item"] for r, m in result.removed if m.eval.split == "meqsum_heldout/test"}
+    assert heldout >= set(range(800, 1000))  # (and meqsum-488, a near-copy of a held-out pair)
+    assert not any(r.provenance["dataset"] == "meqsum" and r.provenance["item"] >= 800 for r in result.kept)
 
 
 def test_pubmedqa_dev_split_of_the_gate_never_reaches_training(data_dir):
     """The eval gate's dev split (last 100 trainval records) is an evaluation split here too."""
-    import yaml
-
     from generation.converters.pubmedqa import convert_pubmedqa
-    from generation.datasets import PUBMEDQA_DEV_SIZE, evaluation_texts, pubmedqa
+    from generation.datasets import evaluation_texts
     from generation.decontaminate import EvalIndex, decontaminate
+    from instruct.benchmark import load_task
 
-    task = yaml.safe_load(open("eval/tasks/pubmedqa.yaml"))
-    assert task["splits"]["dev"]["select"] == {"slice": [-PUBMEDQA_DEV_SIZE, None]}
-    dev_pmids = {item["pmid"] for item in pubmedqa(data_dir, "trainval")[-PUBMEDQA_DEV_SIZE:]}
+    dev_pmids = {doc.id for doc in load_task("pubmedqa").load("dev", data_dir)}
+    assert len(dev_pmids) == 100
     result = decontaminate({"pubmedqa": convert_pubmedqa(data_dir)}, EvalIndex(evaluation_texts(data_dir)))
     kept = {r.provenance["item"] for r in result.kept}
     assert not kept & dev_pmids
-    assert len(kept) == 500 - PUBMEDQA_DEV_SIZE
+    assert len(kept) == 500 - len(dev_pmids)

@@ -11,14 +11,8 @@ from pathlib import Path
 import pytest
 
 from bioinstruct import registry as registry_mod
-from bioinstruct.registry import (
-    AdapterLimits,
-    Conflict,
-    NotFound,
-    Registry,
-    RegistryError,
-    parse_ref,
-)
+from bioinstruct.adapter_files import AdapterLimits
+from bioinstruct.registry import Conflict, NotFound, Registry, RegistryError, parse_ref
 
 FP = "f" * 32
 

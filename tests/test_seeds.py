@@ -25,7 +25,7 @@ def seeds() -> list[SeedTask]:
 
 
 def options_in(text: str) -> list[str]:
-    """The '- option' lines after an 'Options:' line, as `instruct.tasks.qa_task` writes them."""
+    """The '- option' lines after an 'Options:' line, as `instruct.prompts.qa_task` writes them."""
     lines = text.splitlines()
     if "Options:" not in lines:
         return []

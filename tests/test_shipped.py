@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bioinstruct.registry import AdapterLimits, Registry
+from bioinstruct.adapter_files import AdapterLimits
+from bioinstruct.registry import Registry
 from bioinstruct.shipped import ShippedError, load_shipped, publish_shipped, write_shipped
 
 FP = "a" * 32

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from instruct.format import render_example, render_prompt
+from instruct.prompts import qa_task
 from instruct.records import InstructionRecord
-from instruct.tasks import qa_task
 from training import batching
 from training.data import IGNORE_INDEX, DataError, load_training_data, read_records, tokenize_record
 

@@ -19,10 +19,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bioinstruct.adapter_files import AdapterLimits
 from bioinstruct.model import inspect_base_model
-from bioinstruct.registry import AdapterLimits, Registry
+from bioinstruct.registry import Registry
+from instruct.prompts import qa_task
 from instruct.records import InstructionRecord
-from instruct.tasks import qa_task
 from training import batching
 from training.config import load_config
 from training.data import sha256_file, tokenize_record
@@ -228,8 +229,14 @@ def test_two_process_ddp_equals_one_process_with_accumulation(tiny_model_dir, da
     single = train(_job(tiny_model_dir, data_file, tmp_path / "single", grad_accum=2, max_steps=3, dropout=0.0,
                         eval_fraction=0.05, save_every=0, eval_every=0), progress=False, log=lambda _m: None)
     a, b = _weights(tmp_path / "ddp"), _weights(single.run_dir)
+    # The same update up to float32 summation order (gloo's all-reduce vs accumulation, thread
+    # counts). Compared per tensor by norm, not element by element: LoRA's A matrices get almost
+    # no gradient in the first steps (B starts at zero) and Adam divides by its size, so single
+    # near-zero elements can differ by 1e-6..1e-5 between equal runs (seen: 1 of 256). Weighting
+    # the step's micro-batches wrongly moves whole tensors by percents.
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-7)
+        rel = float((a[key] - b[key]).norm() / b[key].norm().clamp_min(1e-12))
+        assert rel < 1e-3, (key, rel)
 
 
 def test_train_all_makes_one_adapter_per_family_and_one_on_all(tiny_model_dir, tmp_path, monkeypatch):
@@ -268,7 +275,8 @@ def test_train_all_makes_one_adapter_per_family_and_one_on_all(tiny_model_dir, t
 def test_a_few_steps_on_the_embedded_model(base_model_dir, data_file, tmp_path):
     """The real base: peft targets exist, logits_to_keep works, the adapter is servable on an
     engine with LoRA on every layer and refused by one with LoRA on attention only."""
-    from bioinstruct.registry import RegistryError, check_adapter_folder
+    from bioinstruct.adapter_files import check_adapter_folder
+    from bioinstruct.registry import RegistryError
 
     cfg = load_config("cpu-smollm2", {"max_length": 160, "rank": 4, "batch_size": 2, "grad_accum": 1,
                                       "max_steps": 1, "save_every": 0, "eval_every": 0, "eval_fraction": 0,

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bioinstruct.registry import DEFAULT_LORA_MODULES, DEFAULT_MAX_LORA_RANK, engine_layer
+from bioinstruct.adapter_files import DEFAULT_LORA_MODULES, DEFAULT_MAX_LORA_RANK, engine_layer
 
 DEFAULT_CONFIG = "cpu-smollm2"
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"

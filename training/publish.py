@@ -11,7 +11,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from bioinstruct.registry import AdapterLimits, Manifest, NotFound, Registry
+from bioinstruct.adapter_files import AdapterLimits
+from bioinstruct.registry import Manifest, NotFound, Registry
 from training.checkpoint import write_json_atomic
 from training.config import TrainConfig
 

@@ -180,301 +180,338 @@ def train(
     stop_after_step: int | None = None,
 ) -> RunResult:
     """Train (or resume, or find finished) one adapter; publish it if asked. Idempotent."""
-    apply_offline_env()
-    import accelerate
-    from accelerate.utils import DistributedType, set_seed
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    run = _Run(job, log)
+    if run.result_path.is_file():
+        return run.already_finished()
+    run.build_model()
+    run.resume()
+    if not run.run_steps(progress, stop_after_step):
+        return RunResult(run.run_dir, False, resumed_from=run.resumed_from)
+    return run.finish()
 
-    from bioinstruct.model import BaseModelError, inspect_base_model
 
-    hf_logging.disable_progress_bar()  # our own bar is the one that matters
-    cfg = job.config
-    core = CoreSettings()
-    base_dir = Path(cfg.base_model).expanduser().resolve() if cfg.base_model else core.base_model_dir
-    check_name(job.name or "", "adapter name")
-    if job.alias:
-        check_name(job.alias, "alias")
-    registry_url = job.registry or core.registry
-    try:
-        base = inspect_base_model(base_dir)
-    except BaseModelError as exc:
-        raise TrainError(str(exc)) from exc
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    # several processes (torchrun / accelerate launch) without a GPU: DDP over gloo on CPU
-    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    accelerator = accelerate.Accelerator(
-        mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.precision], cpu=cpu_ddp,
-    )
-    if cfg.deterministic and accelerator.device.type == "cuda":  # CPU kernels are deterministic already
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    main = accelerator.is_main_process
-    world, rank = accelerator.num_processes, accelerator.process_index
-    fsdp = accelerator.distributed_type == DistributedType.FSDP
-    say = log if main else (lambda _msg: None)
+class _Run:
+    """One training run, step by step: set up (accelerator, data, run folder), build the model,
+    resume from the last checkpoint, run the optimizer steps, finish (adapter, summary, publish).
+    Every process of a distributed run holds one; `main` does the writing."""
 
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    data: TrainingData = load_training_data(
-        tokenizer, job.data_files, max_length=cfg.max_length, overlong=cfg.overlong,
-        eval_fraction=cfg.eval_fraction, eval_max_examples=cfg.eval_max_examples,
-        exclude_ids_file=cfg.exclude_ids_file, category=job.category,
-    )
-    run_hash = stable_hash({
-        "format": RUN_FORMAT, "config": cfg.hash_payload(), "data": data.fingerprint(),
-        "base": base.fingerprint, "category": job.category, "world_size": world,
-    })
-    run_dir = (job.run_dir or default_run_dir(core, job.name or "", run_hash)).expanduser().resolve()
-    ckpt_root = run_dir / "checkpoints"
-    result_path = run_dir / "result.json"
+    def __init__(self, job: TrainJob, log: Callable[[str], None]) -> None:
+        apply_offline_env()
+        import accelerate
+        from accelerate.utils import DistributedType
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
-    # an existing run folder must be this run
-    config_path = run_dir / "run.json"
-    if config_path.is_file():
-        existing = json.loads(config_path.read_text())
-        if existing.get("run_hash") != run_hash:
-            raise TrainError(
-                f"run folder {run_dir} holds another run (config, data, base model or process count "
-                "differ): pick another --run-name, or delete that folder to start over"
-            )
-    run_info = {
-        "run_hash": run_hash, "name": job.name, "category": job.category,
-        "base_model": base.path, "base_model_fingerprint": base.fingerprint,
-        "config": cfg.model_dump(mode="json"), "data_files": [f.as_dict() for f in data.files],
-        "data_stats": data.stats, "world_size": world,
-    }
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not config_path.is_file():
-            ckpt.write_json_atomic(config_path, run_info)
-    accelerator.wait_for_everyone()
+        from bioinstruct.model import BaseModelError, inspect_base_model
 
-    if result_path.is_file():
-        summary = json.loads(result_path.read_text())
-        say(f"run {run_dir.name} already finished (train loss {summary.get('train_loss')}, "
-            f"eval loss {summary.get('eval_loss')}); not training again")
-        manifest = _publish_if_asked(job, run_dir, summary, base, registry_url, cfg, say) if main else None
-        accelerator.wait_for_everyone()
-        return RunResult(run_dir, True, run_dir / "adapter", summary, manifest)
+        hf_logging.disable_progress_bar()  # our own bar is the one that matters
+        self.job = job
+        self.cfg = cfg = job.config
+        core = CoreSettings()
+        self.base_dir = Path(cfg.base_model).expanduser().resolve() if cfg.base_model else core.base_model_dir
+        check_name(job.name or "", "adapter name")
+        if job.alias:
+            check_name(job.alias, "alias")
+        self.registry_url = job.registry or core.registry
+        try:
+            self.base = inspect_base_model(self.base_dir)
+        except BaseModelError as exc:
+            raise TrainError(str(exc)) from exc
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        # several processes (torchrun / accelerate launch) without a GPU: DDP over gloo on CPU
+        cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+        self.accelerator = accelerate.Accelerator(
+            mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.precision], cpu=cpu_ddp,
+        )
+        if cfg.deterministic and self.accelerator.device.type == "cuda":  # CPU kernels are deterministic already
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.main = self.accelerator.is_main_process
+        self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
+        self.fsdp = self.accelerator.distributed_type == DistributedType.FSDP
+        self.say = log if self.main else (lambda _msg: None)
 
-    say(f"run folder {run_dir}")
-    say(f"data: {data.stats['train_examples']} train / {data.stats['eval_examples']} held-out examples, "
-        f"{data.stats['train_tokens']} train tokens ({data.stats['train_target_tokens']} response), "
-        f"{data.stats['dropped_overlong']} dropped, {data.stats['truncated_input']} truncated to "
-        f"max_length={cfg.max_length}")
+        tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.data: TrainingData = load_training_data(
+            tokenizer, job.data_files, max_length=cfg.max_length, overlong=cfg.overlong,
+            eval_fraction=cfg.eval_fraction, eval_max_examples=cfg.eval_max_examples,
+            exclude_ids_file=cfg.exclude_ids_file, category=job.category,
+        )
+        self.run_hash = stable_hash({
+            "format": RUN_FORMAT, "config": cfg.hash_payload(), "data": self.data.fingerprint(),
+            "base": self.base.fingerprint, "category": job.category, "world_size": self.world,
+        })
+        self.run_dir = (job.run_dir or default_run_dir(core, job.name or "", self.run_hash)).expanduser().resolve()
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.result_path = self.run_dir / "result.json"
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self._claim_run_folder()
 
-    # model ---------------------------------------------------------------------------------
-    set_seed(cfg.seed)  # LoRA init is identical on every process and every run
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, attn_implementation=cfg.attn_implementation)
-    model.config.use_cache = False
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    lora = LoraConfig(
-        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=cfg.target_modules,
-        bias="none", task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total_params = sum(p.numel() for p in model.parameters())
-    set_seed(cfg.seed + rank)  # dropout differs between processes, reproducibly
+    def _claim_run_folder(self) -> None:
+        """An existing run folder must be this run; a new one gets run.json."""
+        config_path = self.run_dir / "run.json"
+        if config_path.is_file():
+            existing = json.loads(config_path.read_text())
+            if existing.get("run_hash") != self.run_hash:
+                raise TrainError(
+                    f"run folder {self.run_dir} holds another run (config, data, base model or process count "
+                    "differ): pick another --run-name, or delete that folder to start over"
+                )
+        run_info = {
+            "run_hash": self.run_hash, "name": self.job.name, "category": self.job.category,
+            "base_model": self.base.path, "base_model_fingerprint": self.base.fingerprint,
+            "config": self.cfg.model_dump(mode="json"), "data_files": [f.as_dict() for f in self.data.files],
+            "data_stats": self.data.stats, "world_size": self.world,
+        }
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not config_path.is_file():
+                ckpt.write_json_atomic(config_path, run_info)
+        self.accelerator.wait_for_everyone()
 
-    model = accelerator.prepare(model)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-    )
-    optimizer = accelerator.prepare(optimizer)
+    def already_finished(self) -> RunResult:
+        summary = json.loads(self.result_path.read_text())
+        self.say(f"run {self.run_dir.name} already finished (train loss {summary.get('train_loss')}, "
+                 f"eval loss {summary.get('eval_loss')}); not training again")
+        manifest = self._publish(summary) if self.main else None
+        self.accelerator.wait_for_everyone()
+        return RunResult(self.run_dir, True, self.run_dir / "adapter", summary, manifest)
 
-    plan = StepPlan(data.train, cfg, world)
-    total_steps = plan.total_steps()
-    warmup = int(round(cfg.warmup_ratio * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
-        lambda s: lr_factor(s, warmup=warmup, total=total_steps, schedule=cfg.schedule),
-    )
-    say(f"model: {base_dir.name}, LoRA r={cfg.rank} alpha={cfg.alpha} on {cfg.target_modules}: "
-        f"{trainable:,} trainable of {total_params:,} parameters; {world} process(es) on "
-        f"{accelerator.device}, {cfg.precision}; {total_steps} steps of "
-        f"{cfg.batch_size}x{cfg.grad_accum}x{world} sequences ({cfg.batching})")
+    def build_model(self) -> None:
+        from accelerate.utils import set_seed
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
 
-    # resume --------------------------------------------------------------------------------
-    counters = {"tokens": 0, "target_tokens": 0, "train_time_s": 0.0, "wall_time_s": 0.0, "padding_tokens": 0}
-    start_step = 0
-    resumed_from = None
-    metrics_path = run_dir / "metrics.jsonl"
-    if main:
-        ckpt.clean_partial(ckpt_root)
-    accelerator.wait_for_everyone()
-    last = ckpt.latest_checkpoint(ckpt_root)
-    history: list[dict[str, Any]] = []
-    if last is not None:
-        state = ckpt.read_state(last)
-        if state.get("run_hash") != run_hash:
-            raise TrainError(f"checkpoint {last} belongs to another run; delete {ckpt_root} to start over")
-        unwrapped = accelerator.unwrap_model(model)
-        if fsdp:
-            accelerator.load_state(str(last / "accelerate"))
-        else:
-            ckpt.load_trainable_state(unwrapped, last / ckpt.WEIGHTS)
-            optimizer.load_state_dict(torch.load(last / "optimizer.pt", map_location="cpu", weights_only=True))
-        scheduler.load_state_dict(torch.load(last / "scheduler.pt", weights_only=True))
-        ckpt.set_rng_state(torch.load(last / f"rng-{rank}.pt", weights_only=True))
-        start_step = resumed_from = int(state["step"])
-        counters.update(state["counters"])
-        say(f"resuming from {last.name} (step {start_step} of {total_steps})")
-        history = [r for r in _read_jsonl(metrics_path) if r.get("step", 0) <= start_step]
-    if main:
-        with metrics_path.open("w") as fh:
-            for rec in history:
+        cfg, stats = self.cfg, self.data.stats
+        self.say(f"run folder {self.run_dir}")
+        self.say(f"data: {stats['train_examples']} train / {stats['eval_examples']} held-out examples, "
+                 f"{stats['train_tokens']} train tokens ({stats['train_target_tokens']} response), "
+                 f"{stats['dropped_overlong']} dropped, {stats['truncated_input']} truncated to "
+                 f"max_length={cfg.max_length}")
+        set_seed(cfg.seed)  # LoRA init is identical on every process and every run
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+        model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=dtype, attn_implementation=cfg.attn_implementation)
+        model.config.use_cache = False
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        lora = LoraConfig(
+            r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=cfg.target_modules,
+            bias="none", task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+        self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total_params = sum(p.numel() for p in model.parameters())
+        set_seed(cfg.seed + self.rank)  # dropout differs between processes, reproducibly
+
+        self.model = self.accelerator.prepare(model)
+        optimizer = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+        )
+        self.optimizer = self.accelerator.prepare(optimizer)
+        self.plan = StepPlan(self.data.train, cfg, self.world)
+        self.total_steps = total = self.plan.total_steps()
+        warmup = int(round(cfg.warmup_ratio * total))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer,
+            lambda s: lr_factor(s, warmup=warmup, total=total, schedule=cfg.schedule),
+        )
+        self.eval_batches = _eval_batches(self.data.eval, cfg.batch_size)
+        self.say(f"model: {self.base_dir.name}, LoRA r={cfg.rank} alpha={cfg.alpha} on {cfg.target_modules}: "
+                 f"{self.trainable:,} trainable of {total_params:,} parameters; {self.world} process(es) on "
+                 f"{self.accelerator.device}, {cfg.precision}; {total} steps of "
+                 f"{cfg.batch_size}x{cfg.grad_accum}x{self.world} sequences ({cfg.batching})")
+
+    def resume(self) -> None:
+        """From the last complete checkpoint of this run, if there is one; metrics.jsonl is cut back to it."""
+        self.counters = {"tokens": 0, "target_tokens": 0, "train_time_s": 0.0, "wall_time_s": 0.0, "padding_tokens": 0}
+        self.start_step = 0
+        self.resumed_from: int | None = None
+        self.history: list[dict[str, Any]] = []
+        if self.main:
+            ckpt.clean_partial(self.ckpt_root)
+        self.accelerator.wait_for_everyone()
+        last = ckpt.latest_checkpoint(self.ckpt_root)
+        if last is not None:
+            state = ckpt.read_state(last)
+            if state.get("run_hash") != self.run_hash:
+                raise TrainError(f"checkpoint {last} belongs to another run; delete {self.ckpt_root} to start over")
+            if self.fsdp:
+                self.accelerator.load_state(str(last / "accelerate"))
+            else:
+                ckpt.load_trainable_state(self.accelerator.unwrap_model(self.model), last / ckpt.WEIGHTS)
+                self.optimizer.load_state_dict(torch.load(last / "optimizer.pt", map_location="cpu", weights_only=True))
+            self.scheduler.load_state_dict(torch.load(last / "scheduler.pt", weights_only=True))
+            ckpt.set_rng_state(torch.load(last / f"rng-{self.rank}.pt", weights_only=True))
+            self.start_step = self.resumed_from = int(state["step"])
+            self.counters.update(state["counters"])
+            self.say(f"resuming from {last.name} (step {self.start_step} of {self.total_steps})")
+            self.history = [r for r in _read_jsonl(self.metrics_path) if r.get("step", 0) <= self.start_step]
+        if self.main:
+            with self.metrics_path.open("w") as fh:
+                for rec in self.history:
+                    fh.write(json.dumps(rec) + "\n")
+
+    def log_record(self, rec: dict[str, Any]) -> None:
+        self.history.append(rec)
+        if self.main:
+            with self.metrics_path.open("a") as fh:
                 fh.write(json.dumps(rec) + "\n")
 
-    def log_record(rec: dict[str, Any]) -> None:
-        history.append(rec)
-        if main:
-            with metrics_path.open("a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-
-    eval_batches = _eval_batches(data.eval, cfg.batch_size)
-
-    def evaluate() -> float | None:
-        if not data.eval:
+    def evaluate(self) -> float | None:
+        """Mean response-token loss on the held-out examples, over every process."""
+        if not self.data.eval:
             return None
+        model, device, world = self.model, self.accelerator.device, self.world
         model.eval()
-        total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-        mine = eval_batches[rank::world]
-        rounds = math.ceil(len(eval_batches) / world)
+        total = torch.zeros(2, dtype=torch.float64, device=device)
+        mine = self.eval_batches[self.rank::world]
+        rounds = math.ceil(len(self.eval_batches) / world)
         with torch.no_grad():
             for j in range(rounds):  # same number of forwards on every process (FSDP needs it)
                 real = j < len(mine)
-                mb = mine[j] if real else eval_batches[0]
-                batch = _to_device(batching.collate(mb, data.eval, pad_id, cfg.batching == "pack"), accelerator.device)
+                mb = mine[j] if real else self.eval_batches[0]
+                batch = _to_device(batching.collate(mb, self.data.eval, self.pad_id, self.cfg.batching == "pack"), device)
                 loss_sum, n = response_loss(model, batch)
                 if real:
-                    total += torch.tensor([loss_sum.item(), n], dtype=torch.float64, device=accelerator.device)
-        total = accelerator.reduce(total, reduction="sum")
+                    total += torch.tensor([loss_sum.item(), n], dtype=torch.float64, device=device)
+        total = self.accelerator.reduce(total, reduction="sum")
         model.train()
         return float(total[0] / max(1.0, float(total[1])))
 
-    def save_checkpoint(step: int) -> None:
-        tmp = ckpt.tmp_dir(ckpt_root, step)
+    def save_checkpoint(self, step: int) -> None:
+        accelerator, main = self.accelerator, self.main
+        tmp = ckpt.tmp_dir(self.ckpt_root, step)
         if main:
             if tmp.exists():
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
         accelerator.wait_for_everyone()
-        torch.save(ckpt.rng_state(), tmp / f"rng-{rank}.pt")
-        if fsdp:
+        torch.save(ckpt.rng_state(), tmp / f"rng-{self.rank}.pt")
+        if self.fsdp:
             accelerator.save_state(str(tmp / "accelerate"))
         elif main:
-            ckpt.save_weights(accelerator.unwrap_model(model), tmp / ckpt.WEIGHTS)
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            ckpt.save_weights(accelerator.unwrap_model(self.model), tmp / ckpt.WEIGHTS)
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         accelerator.wait_for_everyone()
         if main:
-            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-            ckpt.finalize(ckpt_root, step, {"step": step, "run_hash": run_hash, "counters": counters,
-                                            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                          keep=cfg.keep_checkpoints)
+            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+            ckpt.finalize(self.ckpt_root, step, {"step": step, "run_hash": self.run_hash, "counters": self.counters,
+                                                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                          keep=self.cfg.keep_checkpoints)
         accelerator.wait_for_everyone()
 
-    # loop ----------------------------------------------------------------------------------
-    model.train()
-    segment_start = time.monotonic()
-    wall_base = counters["wall_time_s"]
-    if start_step == 0 and data.eval:
-        initial = evaluate()
-        log_record({"step": 0, "eval_loss": initial})
-        say(f"eval loss before training: {initial:.4f}")
-    bar = _progress_bar(total_steps, start_step, enabled=progress and main)
-    params = [p for p in model.parameters() if p.requires_grad]
-    step = start_step
-    for step in range(start_step, total_steps):
+    def train_step(self, step: int) -> dict[str, Any]:
+        """One optimizer step (this process's share of its micro-batches); its metrics record."""
+        accelerator, device, world, data, plan = self.accelerator, self.accelerator.device, self.world, self.data, self.plan
         t0 = time.monotonic()
         group = plan.step_batches(step)
-        mine = group[rank::world]
+        mine = group[self.rank::world]
         n_target = sum(batching.target_tokens(mb, data.train) for mb in group)
-        local = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss sum, tokens, padding
+        local = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, tokens, padding
         for j, mb in enumerate(mine):
-            batch = _to_device(batching.collate(mb, data.train, pad_id, cfg.batching == "pack"), accelerator.device)
+            batch = _to_device(batching.collate(mb, data.train, self.pad_id, self.cfg.batching == "pack"), device)
             real, pad = batching.batch_shape(mb, plan.lengths)
             sync = j == len(mine) - 1
-            with nullcontext() if sync else accelerator.no_sync(model):
-                loss_sum, _n = response_loss(model, batch)
+            with nullcontext() if sync else accelerator.no_sync(self.model):
+                loss_sum, _n = response_loss(self.model, batch)
                 # sum over tokens / tokens of the whole step; x world because DDP/FSDP average
                 accelerator.backward(loss_sum * (world / n_target))
-            local += torch.tensor([loss_sum.item(), real, pad], dtype=torch.float64, device=accelerator.device)
+            local += torch.tensor([loss_sum.item(), real, pad], dtype=torch.float64, device=device)
         grad_norm = None
-        if cfg.max_grad_norm:
-            grad_norm = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        if self.cfg.max_grad_norm:
+            grad_norm = float(accelerator.clip_grad_norm_(self._params, self.cfg.max_grad_norm))
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
         summed = accelerator.reduce(local, reduction="sum") if world > 1 else local
         dt = time.monotonic() - t0
-        loss = float(summed[0]) / n_target
         tokens = int(summed[1])
-        counters["tokens"] += tokens
-        counters["target_tokens"] += n_target
-        counters["padding_tokens"] += int(summed[2])
-        counters["train_time_s"] += dt
-        counters["wall_time_s"] = wall_base + time.monotonic() - segment_start
-        done = step + 1
-        rec = {"step": done, "epoch": round(plan.epoch_float(step) + 1 / max(1, plan.steps_in_epoch(plan.locate(step)[0])), 4),
-               "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "target_tokens": n_target,
-               "tokens_per_s": tokens / dt if dt > 0 else None}
-        if done % cfg.log_every == 0 or done == total_steps:
-            log_record(rec)
-        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / dt:.0f}", lr=f"{lr:.2e}", refresh=False)
-        bar.update(1)
-        if data.eval and cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps:
-            ev = evaluate()
-            log_record({"step": done, "eval_loss": ev})
-            bar.write(f"step {done}: eval loss {ev:.4f}") if main else None
-        if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
-            counters["wall_time_s"] = wall_base + time.monotonic() - segment_start
-            save_checkpoint(done)
-        if stop_after_step is not None and done >= stop_after_step and done < total_steps:
-            bar.close()
-            return RunResult(run_dir, False, resumed_from=resumed_from)
-    bar.close()
+        self.counters["tokens"] += tokens
+        self.counters["target_tokens"] += n_target
+        self.counters["padding_tokens"] += int(summed[2])
+        self.counters["train_time_s"] += dt
+        return {"step": step + 1,
+                "epoch": round(plan.epoch_float(step) + 1 / max(1, plan.steps_in_epoch(plan.locate(step)[0])), 4),
+                "loss": float(summed[0]) / n_target, "lr": lr, "grad_norm": grad_norm, "tokens": tokens,
+                "target_tokens": n_target, "tokens_per_s": tokens / dt if dt > 0 else None}
 
-    # finish --------------------------------------------------------------------------------
-    final_eval = evaluate()
-    if final_eval is not None:
-        log_record({"step": total_steps, "eval_loss": final_eval})
-    counters["wall_time_s"] = wall_base + time.monotonic() - segment_start
-    adapter_dir = run_dir / "adapter"
-    state_dict = accelerator.get_state_dict(model) if fsdp else None
-    if main:
-        tmp = run_dir / ".adapter-tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        unwrapped = accelerator.unwrap_model(model)
-        kwargs = {"state_dict": state_dict} if state_dict is not None else {}
-        unwrapped.save_pretrained(str(tmp), safe_serialization=True, **kwargs)
-        if adapter_dir.exists():
-            shutil.rmtree(adapter_dir)
-        os.rename(tmp, adapter_dir)
-        summary = _summary(history, counters, cfg, plan, total_steps, trainable, world, accelerator, final_eval)
-        summary.update(run_hash=run_hash, run_dir=str(run_dir))
-        ckpt.write_json_atomic(run_dir / "metrics.json", summary)
-        try:
-            from training.plots import plot_loss_curves
+    def run_steps(self, progress: bool, stop_after_step: int | None) -> bool:
+        """The optimizer steps from where the run stands; False when stopped early (stop_after_step)."""
+        cfg, total = self.cfg, self.total_steps
+        self.model.train()
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        segment_start, wall_base = time.monotonic(), self.counters["wall_time_s"]
+        self._wall = lambda: wall_base + time.monotonic() - segment_start
+        if self.start_step == 0 and self.data.eval:
+            initial = self.evaluate()
+            self.log_record({"step": 0, "eval_loss": initial})
+            self.say(f"eval loss before training: {initial:.4f}")
+        bar = _progress_bar(total, self.start_step, enabled=progress and self.main)
+        for step in range(self.start_step, total):
+            rec = self.train_step(step)
+            self.counters["wall_time_s"] = self._wall()
+            done = rec["step"]
+            if done % cfg.log_every == 0 or done == total:
+                self.log_record(rec)
+            tok_s = rec["tokens_per_s"] or 0.0
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{tok_s:.0f}", lr=f"{rec['lr']:.2e}", refresh=False)
+            bar.update(1)
+            if self.data.eval and cfg.eval_every and done % cfg.eval_every == 0 and done < total:
+                ev = self.evaluate()
+                self.log_record({"step": done, "eval_loss": ev})
+                bar.write(f"step {done}: eval loss {ev:.4f}") if self.main else None
+            if cfg.save_every and done % cfg.save_every == 0 and done < total:
+                self.counters["wall_time_s"] = self._wall()
+                self.save_checkpoint(done)
+            if stop_after_step is not None and done >= stop_after_step and done < total:
+                bar.close()
+                return False
+        bar.close()
+        return True
 
-            plot_loss_curves(history, run_dir / "loss.png", f"{job.name} ({job.category}) on {base_dir.name}")
-        except Exception as exc:  # a plot must never lose a finished run
-            say(f"warning: could not draw loss.png: {exc}")
-        ckpt.write_json_atomic(result_path, summary)  # written last: marks the run finished
-        say(f"finished: train loss {summary['train_loss']:.4f}, eval loss {summary['eval_loss']}, "
-            f"{summary['tokens_per_s']:.0f} tokens/s, {summary['wall_time_s']:.0f} s; adapter {adapter_dir}")
-        manifest = _publish_if_asked(job, run_dir, summary, base, registry_url, cfg, say)
-    else:
-        summary, manifest = {}, None
-    accelerator.wait_for_everyone()
-    return RunResult(run_dir, True, adapter_dir, summary, manifest, resumed_from)
+    def finish(self) -> RunResult:
+        """The last evaluation, the adapter folder (atomically), metrics, loss plot, result.json, publish."""
+        accelerator, say = self.accelerator, self.say
+        final_eval = self.evaluate()
+        if final_eval is not None:
+            self.log_record({"step": self.total_steps, "eval_loss": final_eval})
+        self.counters["wall_time_s"] = self._wall()
+        adapter_dir = self.run_dir / "adapter"
+        state_dict = accelerator.get_state_dict(self.model) if self.fsdp else None
+        summary: dict[str, Any] = {}
+        manifest = None
+        if self.main:
+            tmp = self.run_dir / ".adapter-tmp"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            kwargs = {"state_dict": state_dict} if state_dict is not None else {}
+            accelerator.unwrap_model(self.model).save_pretrained(str(tmp), safe_serialization=True, **kwargs)
+            if adapter_dir.exists():
+                shutil.rmtree(adapter_dir)
+            os.rename(tmp, adapter_dir)
+            summary = _summary(self.history, self.counters, self.cfg, self.plan, self.total_steps, self.trainable,
+                               self.world, accelerator, final_eval)
+            summary.update(run_hash=self.run_hash, run_dir=str(self.run_dir))
+            ckpt.write_json_atomic(self.run_dir / "metrics.json", summary)
+            try:
+                from training.plots import plot_loss_curves
+
+                plot_loss_curves(self.history, self.run_dir / "loss.png",
+                                 f"{self.job.name} ({self.job.category}) on {self.base_dir.name}")
+            except Exception as exc:  # a plot must never lose a finished run
+                say(f"warning: could not draw loss.png: {exc}")
+            ckpt.write_json_atomic(self.result_path, summary)  # written last: marks the run finished
+            say(f"finished: train loss {summary['train_loss']:.4f}, eval loss {summary['eval_loss']}, "
+                f"{summary['tokens_per_s']:.0f} tokens/s, {summary['wall_time_s']:.0f} s; adapter {adapter_dir}")
+            manifest = self._publish(summary)
+        accelerator.wait_for_everyone()
+        return RunResult(self.run_dir, True, adapter_dir, summary, manifest, self.resumed_from)
+
+    def _publish(self, summary: dict[str, Any]) -> Manifest | None:
+        return _publish_if_asked(self.job, self.run_dir, summary, self.base, self.registry_url, self.cfg, self.say)
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Each converter reads one dataset's training split (never an evaluation split, see
 `generation.datasets`) and builds records with the canonical templates of
-`instruct.tasks`, cycling over their paraphrases (`variant`), so that training data asks
+`instruct.prompts`, cycling over their paraphrases (`variant`), so that training data asks
 and answers exactly the way the service does and parses (`instruct.parsing`).
 """
 

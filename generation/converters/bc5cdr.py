@@ -7,8 +7,8 @@ from pathlib import Path
 from generation.datasets import bc5cdr, bc5cdr_text
 from instruct.families import TaskFamily
 from instruct.parsing import find_spans
+from instruct.prompts import DEFAULT_ENTITY_TYPES, entity_output, entity_task
 from instruct.records import InstructionRecord
-from instruct.tasks import DEFAULT_ENTITY_TYPES, entity_output, entity_task
 
 ENTITY_TYPES = ("Chemical", "Disease")
 assert set(ENTITY_TYPES) == set(DEFAULT_ENTITY_TYPES)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from generation.datasets import chemprot
 from instruct.families import TaskFamily
+from instruct.prompts import CHEMPROT_LABELS, QA_WITH_OPTIONS, pair_relation_question, qa_task
 from instruct.records import InstructionRecord
-from instruct.tasks import CHEMPROT_LABELS, QA_WITH_OPTIONS, pair_relation_question, qa_task
 
 
 def convert_chemprot(data_dir: Path) -> list[InstructionRecord]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from generation.datasets import pubmedqa
 from instruct.families import TaskFamily
+from instruct.prompts import qa_task
 from instruct.records import InstructionRecord
-from instruct.tasks import qa_task
 
 OPTIONS = ("yes", "no", "maybe")
 

@@ -1,5 +1,10 @@
 """Declarative benchmark tasks: one YAML file a benchmark, in the spirit of lm-evaluation-harness.
 
+The one definition of each benchmark: `eval/` runs and scores it through the live API, and
+`generation/` removes its items (every split of every task file) from training data. So it
+lives here, in the shared layer both import, and a new task file is decontaminated against
+as soon as it exists.
+
 A task file says where the data is (a path under the data folder, a loader, an optional
 selection), how each record is prepared (a short list of named, parameterised steps), which
 route it goes to and how a record becomes the request body (templates), and how the answer
@@ -31,13 +36,30 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from instruct.families import TaskFamily
 from instruct.parsing import match_option
 
-PACKAGED_TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+PACKAGED_TASKS_DIR = Path(__file__).resolve().parent / "benchmarks"
 LIMIT_SEED = 0
 ROUTES = {"qa": "/qa", "extract": "/extract", "generate": "/generate"}
 
 
 class TaskError(ValueError):
     """A task file or its data is not what it should be; the message says what and where."""
+
+
+# The metrics each scoring kind can report (eval/metrics.py implements exactly these).
+KIND_METRICS: dict[str, set[str]] = {
+    "choice": {"accuracy", "micro_f1", "macro_f1", "f1_by_label"},
+    "spans": {"entity_f1", "entity_precision", "entity_recall", "entity_f1_by_type"},
+    "text": {"rouge1", "rouge2", "rougeL", "llm_judge"},
+}
+
+
+def check_metric_names(kind: str, names: Sequence[str]) -> None:
+    allowed = KIND_METRICS[kind]
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise ValueError(f"metrics {unknown} do not apply to scoring kind {kind!r}; use {sorted(allowed)}")
+    if not names:
+        raise ValueError("give at least one metric")
 
 
 # --- templating ---------------------------------------------------------------------------
@@ -53,6 +75,17 @@ def _lookup(expr: str, record: dict[str, Any]) -> Any:
         raise TaskError(f"template field {{{expr}}}: not in the record ({exc!r}); "
                         f"fields are {sorted(record)}") from None
     return value
+
+
+def _mentions_a_field(template: Any) -> bool:
+    """The template reads the record (a constant such as an instruction is not an item's text)."""
+    if isinstance(template, str):
+        return any(name is not None for _, name, _, _ in _FORMATTER.parse(template))
+    if isinstance(template, list | tuple):
+        return any(_mentions_a_field(t) for t in template)
+    if isinstance(template, dict):
+        return any(_mentions_a_field(t) for t in template.values())
+    return False
 
 
 def render(template: Any, record: dict[str, Any]) -> Any:
@@ -318,6 +351,9 @@ class TaskSpec(_Strict):
     route: Literal["qa", "extract", "generate"]
     request: dict[str, Any]
     scoring: ScoringSpec
+    contamination: dict[str, Any] | None = Field(
+        None, description="Templates of the texts of an item that training data must not contain "
+        "(decontamination); default: the request's texts except its options")
     source: str | None = Field(None, description="The file it was loaded from (set by the loader)")
 
     @field_validator("family", mode="before")
@@ -327,8 +363,6 @@ class TaskSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> TaskSpec:
-        from eval.metrics import check_metric_names  # metrics does not import tasks
-
         if self.default_split not in self.splits:
             raise ValueError(f"default_split {self.default_split!r} is not one of splits {sorted(self.splits)}")
         if self.dev_split is not None and self.dev_split not in self.splits:
@@ -370,7 +404,7 @@ class TaskSpec(_Strict):
 
     def fingerprint(self) -> str:
         """Hash of the task definition: runs compared or resumed must share it."""
-        data = self.model_dump(mode="json", exclude={"source", "description"})
+        data = self.model_dump(mode="json", exclude={"source", "description", "contamination"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def load(self, split: str | None = None, data_dir: Path | None = None, limit: int | None = None) -> list[Doc]:
@@ -412,6 +446,23 @@ class TaskSpec(_Strict):
                     raise TaskError(f"task {self.name}, item {doc_id}: {exc}") from None
             docs.append(Doc(doc_id, record))
         return docs
+
+    def evaluation_texts(self, doc: Doc) -> list[tuple[str, str]]:
+        """(field, text) of one item that training data must not contain: what the model is
+        shown (`contamination`; default: the request's templates that read the item, but its
+        options) and, for text tasks, the reference."""
+        templates = self.contamination if self.contamination is not None else {
+            key: value for key, value in self.request.items() if key != "options" and _mentions_a_field(value)}
+        shown = render(templates, doc.fields)
+        out: list[tuple[str, str]] = []
+        for name, value in shown.items():
+            if isinstance(value, str):
+                out.append((name, value))
+            elif isinstance(value, list):
+                out.extend((f"{name}[{i}]", v) for i, v in enumerate(value) if isinstance(v, str))
+        if self.scoring.kind == "text":
+            out.append(("reference", self.gold(doc)))
+        return [(name, text) for name, text in out if text.strip()]
 
     def body(self, doc: Doc, adapter: str | None) -> dict[str, Any]:
         try:
@@ -501,9 +552,9 @@ def _default_data_dir() -> Path:
 
 def task_dirs(extra: Sequence[Path] | None = None) -> list[Path]:
     dirs = [Path(p) for p in (extra or [])]
-    from eval.settings import EvalSettings
+    from bioinstruct.settings import CoreSettings
 
-    env_dir = EvalSettings().tasks_dir
+    env_dir = CoreSettings().eval_tasks_dir
     if env_dir is not None:
         dirs.append(env_dir)
     return [*dirs, PACKAGED_TASKS_DIR]
@@ -519,9 +570,39 @@ def task_files(extra: Sequence[Path] | None = None) -> dict[str, Path]:
     return found
 
 
+_SHARED_REF = re.compile(r"^([A-Z][A-Z0-9_]*)(?:\[(\d+)\])?$")
+
+
+def _shared_constant(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    """`!shared NAME` or `!shared NAME[i]`: a prompt string or label list of instruct/prompts.py,
+    the constants training data is written with, so a task file names them instead of
+    copying them (as lm-evaluation-harness task configs name Python with `!function`)."""
+    from instruct import prompts as shared
+
+    ref = str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    match = _SHARED_REF.match(ref)
+    value = getattr(shared, match.group(1), None) if match else None
+    if match and match.group(2) is not None and isinstance(value, list | tuple):
+        value = value[int(match.group(2))] if int(match.group(2)) < len(value) else None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise yaml.constructor.ConstructorError(
+        None, None, f"!shared {ref}: not a string or list of strings in instruct/prompts.py "
+        f"(write NAME or NAME[index], e.g. CHEMPROT_LABELS)", node.start_mark)
+
+
+class _TaskLoader(yaml.SafeLoader):
+    pass
+
+
+_TaskLoader.add_constructor("!shared", _shared_constant)
+
+
 def load_task_file(path: Path) -> TaskSpec:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_TaskLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise TaskError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

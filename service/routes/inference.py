@@ -1,4 +1,4 @@
-"""Task routes: /qa, /extract, /generate, /compare."""
+"""Inference routes for the biomedical tasks: /qa, /extract, /generate, /compare."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.tasks import (
+from instruct.benchmark import (
     PACKAGED_TASKS_DIR,
     TaskError,
     TaskSpec,
@@ -134,8 +134,9 @@ def test_chemprot_question_and_clean_sentence(tasks, data_dir):
 
 
 def test_prompts_match_the_training_converters(tasks):
-    """The task files ask what training taught: instruct.tasks' first (canonical) wordings."""
-    from instruct.tasks import (
+    """The task files ask what training taught: instruct.prompts' first (canonical) wordings,
+    named with `!shared`, not copied."""
+    from instruct.prompts import (
         CHEMPROT_LABELS,
         PAIR_RELATION_QUESTIONS,
         QUESTION_SUMMARY_INSTRUCTIONS,
@@ -143,9 +144,19 @@ def test_prompts_match_the_training_converters(tasks):
 
     chem = tasks["chemprot"].request
     assert chem["options"] == list(CHEMPROT_LABELS)
-    assert chem["question"] == PAIR_RELATION_QUESTIONS[0].format(first="{chemical}", second="{protein}")
+    assert chem["question"] == PAIR_RELATION_QUESTIONS[0]
     for name in ("mediqa_qs", "meqsum_heldout"):
         assert tasks[name].request["instruction"] == QUESTION_SUMMARY_INSTRUCTIONS[0]
+    for name in ("chemprot", "mediqa_qs", "meqsum_heldout"):
+        assert "!shared" in Path(tasks[name].source).read_text()
+
+
+def test_a_shared_name_that_is_not_a_prompt_constant_is_a_clear_error(tmp_path):
+    text = (PACKAGED_TASKS_DIR / "chemprot.yaml").read_text()
+    for wrong in ("CHEMPROT_LABEL", "PAIR_RELATION_QUESTIONS[9]", "format_types", "os.system"):
+        path = _write(tmp_path, text.replace("!shared CHEMPROT_LABELS", f"!shared {wrong}"))
+        with pytest.raises(TaskError, match=r"!shared .*instruct/prompts.py"):
+            load_task_file(path)
 
 
 def test_meqsum_heldout_is_idx_800_and_up(tasks, data_dir):
