@@ -13,6 +13,8 @@ import json
 import httpx
 import typer
 
+from instruct.prompts import CHEMPROT_LABELS, pair_relation_question
+
 SENTENCES = [
     "The patient developed hepatotoxicity after high-dose acetaminophen.",
     "Cisplatin-induced nephrotoxicity and ototoxicity limited further cycles.",
@@ -23,6 +25,12 @@ SENTENCES = [
 QUESTIONS = [
     {"question": "Which organ produces insulin?", "options": ["Liver", "Pancreas", "Kidney", "Spleen"]},
     {"question": "A lack of which vitamin causes scurvy?", "options": ["Vitamin A", "Vitamin C", "Vitamin D", "Vitamin K"]},
+    # chemical-protein relations, asked as the ChemProt task is (instruct/prompts.py)
+    *({"question": pair_relation_question(chem, prot), "context": text, "options": list(CHEMPROT_LABELS)} for chem, prot, text in (
+        ("Imatinib", "BCR-ABL", "Imatinib inhibits the BCR-ABL tyrosine kinase in chronic myeloid leukemia cells."),
+        ("Tamoxifen", "estrogen receptor", "Tamoxifen acts as an antagonist of the estrogen receptor in breast tissue."),
+        ("Rifampicin", "CYP3A4", "Rifampicin increases the expression of CYP3A4 in human hepatocytes."),
+    )),
 ]
 CONSUMER = [
     "Hi, my mother is 78 and takes warfarin for her heart. She fell last week and has a big bruise on her hip. "
@@ -39,7 +47,9 @@ def main(base_url: str = typer.Option("http://127.0.0.1:8000")) -> None:
                               "entities": [(e["type"], e["text"]) for e in r.get("entities", [])]}))
         for body in QUESTIONS:
             r = client.post("/qa", json=body).json()
-            print(json.dumps({"question": body["question"], "adapter": r.get("adapter"), "answer": r.get("answer")}))
+            b = client.post("/qa", json={**body, "adapter": "base"}).json()
+            print(json.dumps({"question": body["question"], "context": body.get("context"), "adapter": r.get("adapter"),
+                              "answer": r.get("answer"), "base_answer": b.get("answer")}))
         for q in CONSUMER:
             r = client.post("/generate", json={"instruction": "Summarize the consumer health question into one short question.",
                                                "input": q, "max_tokens": 48}).json()
