@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,20 @@ class Gateway:
         caller.check(target)
         return target
 
+    @asynccontextmanager
+    async def serving(self, spec: str | None, family: TaskFamily, route_default: str, caller: Caller,
+                      state: Any = None) -> AsyncIterator[Target]:
+        """The one way into the engine, for every inference route (task routes and /v1), in one
+        order: the engine is up, an admission slot, the adapter resolved and allowed for this
+        caller, then a lease on it (a version is never unloaded under a request). The request
+        was validated and its cost limits checked before this: a caller's mistake is a 400
+        without taking a slot."""
+        self.require_engine()
+        async with self.admission.slot():
+            target = self.target_for(spec, family, route_default, caller)
+            async with self.adapters.lease(target, state):
+                yield target
+
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -213,25 +227,21 @@ class Gateway:
     # ---- /qa -----------------------------------------------------------------------------
     async def qa(self, req: QARequest, caller: Caller, state: Any = None) -> QAResponse:
         started = time.perf_counter()
-        self.require_engine()
         instruction, input_text = qa_task(req.question, req.context, req.options)
         prompt = render_prompt(self.tokenizer, TaskFamily.QA, instruction, input_text)
         prompt_ids = self.encode(prompt)
         max_tokens = self.budget(prompt_ids, req.max_tokens, 256 if not req.options else 64)
-        async with self.admission.slot():
-            target = self.target_for(req.adapter, TaskFamily.QA, self.settings.qa_adapter, caller)
-            async with self.adapters.lease(target, state):
-                usage = Usage()
-                if not req.options:
-                    out = await self.complete(target, prompt_ids, max_tokens=max_tokens,
-                                              temperature=req.temperature)
-                    text = out["choices"][0]["text"]
-                    usage.add(out.get("usage"))
-                    result = dict(answer=text.strip(), answer_index=None, method="free", raw_text=text)
-                else:
-                    method = req.method or self.settings.qa_method
-                    result = await self._choose(target, method, prompt_ids, instruction, input_text,
-                                                req.options, usage, max_tokens)
+        async with self.serving(req.adapter, TaskFamily.QA, self.settings.qa_adapter, caller, state) as target:
+            usage = Usage()
+            if not req.options:
+                out = await self.complete(target, prompt_ids, max_tokens=max_tokens, temperature=req.temperature)
+                text = out["choices"][0]["text"]
+                usage.add(out.get("usage"))
+                result = dict(answer=text.strip(), answer_index=None, method="free", raw_text=text)
+            else:
+                method = req.method or self.settings.qa_method
+                result = await self._choose(target, method, prompt_ids, instruction, input_text,
+                                            req.options, usage, max_tokens)
         self.observe("qa", target, usage)
         return QAResponse(**result, **self.served(target, usage, started))
 
@@ -284,7 +294,6 @@ class Gateway:
     # ---- /extract ------------------------------------------------------------------------
     async def extract(self, req: ExtractRequest, caller: Caller, state: Any = None) -> ExtractResponse:
         started = time.perf_counter()
-        self.require_engine()
         ent_prompt = self.encode(render_prompt(self.tokenizer, TaskFamily.IE, *entity_task(req.text, req.entity_types)))
         ent_budget = self.budget(ent_prompt, req.max_tokens, 384)
         rel_prompt: list[int] | None = None
@@ -292,13 +301,11 @@ class Gateway:
             rel_prompt = self.encode(render_prompt(self.tokenizer, TaskFamily.IE,
                                                    *relation_task(req.text, req.relation_types)))
             rel_budget = self.budget(rel_prompt, req.max_tokens, 256)
-        async with self.admission.slot():
-            target = self.target_for(req.adapter, TaskFamily.IE, self.settings.extract_adapter, caller)
-            async with self.adapters.lease(target, state):
-                calls = [self.complete(target, ent_prompt, max_tokens=ent_budget)]
-                if rel_prompt is not None:
-                    calls.append(self.complete(target, rel_prompt, max_tokens=rel_budget))
-                outs = await asyncio.gather(*calls)
+        async with self.serving(req.adapter, TaskFamily.IE, self.settings.extract_adapter, caller, state) as target:
+            calls = [self.complete(target, ent_prompt, max_tokens=ent_budget)]
+            if rel_prompt is not None:
+                calls.append(self.complete(target, rel_prompt, max_tokens=rel_budget))
+            outs = await asyncio.gather(*calls)
         usage = Usage()
         for out in outs:
             usage.add(out.get("usage"))
@@ -339,12 +346,9 @@ class Gateway:
 
     async def generate(self, req: GenerateRequest, caller: Caller, state: Any = None) -> GenerateResponse:
         started = time.perf_counter()
-        self.require_engine()
         family, prompt_ids, params = self._generate_prep(req, caller)
-        async with self.admission.slot():
-            target = self.target_for(req.adapter, family, self.settings.generate_adapter, caller)
-            async with self.adapters.lease(target, state):
-                out = await self.complete(target, prompt_ids, **params)
+        async with self.serving(req.adapter, family, self.settings.generate_adapter, caller, state) as target:
+            out = await self.complete(target, prompt_ids, **params)
         usage = Usage().add(out.get("usage"))
         choice = out["choices"][0]
         self.observe("generate", target, usage)
@@ -354,13 +358,11 @@ class Gateway:
     async def generate_stream(self, req: GenerateRequest, caller: Caller, state: Any = None) -> AsyncIterator[bytes]:
         """Open the stream (errors surface as a real status), then yield SSE events."""
         started = time.perf_counter()
-        self.require_engine()
         family, prompt_ids, params = self._generate_prep(req, caller)
         stack = AsyncExitStack()
         try:
-            await stack.enter_async_context(self.admission.slot())
-            target = self.target_for(req.adapter, family, self.settings.generate_adapter, caller)
-            await stack.enter_async_context(self.adapters.lease(target, state))
+            target = await stack.enter_async_context(
+                self.serving(req.adapter, family, self.settings.generate_adapter, caller, state))
             body = {"model": target.model, "prompt": prompt_ids, "stream": True,
                     "stream_options": {"include_usage": True}, **params}
             events = self.client.stream_events("/v1/completions", body)

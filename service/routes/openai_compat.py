@@ -148,13 +148,11 @@ def _family(body: dict[str, Any]) -> TaskFamily:
 async def _proxy(path: str, request: Request, gw: Gateway, caller: Caller):
     body = await _body(request)
     _check(gw, body)
-    gw.require_engine()
     stack = AsyncExitStack()
     try:
-        await stack.enter_async_context(gw.admission.slot())
-        target = gw.adapters.resolve(body["model"].strip(), _family(body))
-        caller.check(target)
-        await stack.enter_async_context(gw.adapters.lease(target, request.state))
+        # `model` is required here, so the route default (base) never applies.
+        target = await stack.enter_async_context(
+            gw.serving(body["model"].strip(), _family(body), "base", caller, request.state))
         body["model"] = target.model
         if body.get("stream"):
             response, chunks = await gw.client.stream(path, body)
