@@ -143,7 +143,7 @@ def test_label_falls_back_to_rules(instruction, expected):
 
 
 def test_rules_agree_with_the_seed_authors_and_label_the_service_templates():
-    from instruct import tasks as T
+    from instruct import prompts as T
     from instruct.classify import classify_family
     from seeds import load_seeds
 
