@@ -55,4 +55,17 @@ def create_app(
         app.include_router(module.router)
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes,
                        body_timeout_s=settings.body_timeout_s)
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        # The /v1 bodies are relayed, not parsed into models: their schema is written out, with
+        # this server's limits (openai_compat.document_request_bodies).
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            openai_compat.document_request_bodies(schema, settings.max_tokens_limit)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

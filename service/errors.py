@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from bioinstruct.registry import Conflict, NotFound, RegistryError
 
@@ -104,6 +105,16 @@ def registry_status(exc: RegistryError) -> int:
     return 400
 
 
+def allowed_methods(app: FastAPI, scope: dict) -> set[str]:
+    """Every method some route serves on this request's path."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError):
@@ -119,13 +130,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(400, message, param=param, code="invalid_request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
+    async def _http(request: Request, exc: StarletteHTTPException):
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = "no such route; see /docs for the API"
+        headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
-            message = "method not allowed on this route; see /docs for the API"
-        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+            # Starlette's Allow names the methods of the first route that matched the path only;
+            # a path served by several routes (GET and POST /admin/adapters) allows them all.
+            allowed = sorted(allowed_methods(request.app, request.scope))
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+            message = f"method {request.method} is not allowed on this route; allowed: {', '.join(allowed)}"
+        return error_response(exc.status_code, message, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

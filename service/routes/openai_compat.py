@@ -127,6 +127,59 @@ def _check(gw: Gateway, body: dict[str, Any]) -> None:
             raise APIError(400, f"'{key}' may be at most {MAX_LOGPROBS}", param=key)
 
 
+def document_request_bodies(openapi: dict[str, Any], max_tokens_limit: int) -> None:
+    """Put the /v1 request bodies into the OpenAPI schema. The bodies are relayed to vLLM nearly
+    as sent, so the routes read them as JSON; the schema says what `_check` and the engine
+    accept (required `model`, the limits above), and lets other fields through as vLLM does."""
+    tokens = {"type": "integer", "minimum": 1, "maximum": max_tokens_limit,
+              "description": f"At most {max_tokens_limit} (BIOINSTRUCT_MAX_TOKENS_LIMIT); "
+              "default 16 for completions, the limit for chat"}
+    logprobs_n = {"type": "integer", "minimum": 0, "maximum": MAX_LOGPROBS}
+    common = {
+        "model": {"type": "string", "minLength": 1, "description": "An alias (`qa`), a pinned version "
+                  "(`bioinstruct-qa@3`) or the base model's name; GET /v1/models lists them"},
+        "max_tokens": tokens,
+        "n": {"type": "integer", "minimum": 1, "maximum": MAX_N},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "seed": {"type": "integer"},
+        "stream": {"type": "boolean"},
+        "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]},
+        "min_tokens": {"type": "integer", "minimum": 0, "description": "At most max_tokens"},
+        "ignore_eos": {"type": "boolean"},
+    }
+    text = {"type": "string", "minLength": 1}
+    token_ids = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
+    completions = {
+        "type": "object", "required": ["model", "prompt"], "additionalProperties": True,
+        "properties": {
+            **common,
+            "prompt": {"anyOf": [text, token_ids,
+                                 {"type": "array", "items": {"anyOf": [text, token_ids]}, "minItems": 1, "maxItems": MAX_N}],
+                       "description": f"A string, token ids, or a list of either: prompts x n at most {MAX_N}"},
+            "echo": {"type": "boolean"},
+            "logprobs": logprobs_n,
+        },
+    }
+    message = {"type": "object", "required": ["role", "content"], "additionalProperties": True,
+               "properties": {"role": {"type": "string"},
+                              "content": {"anyOf": [{"type": "string"}, {"type": "array"}]}}}
+    chat = {
+        "type": "object", "required": ["model", "messages"], "additionalProperties": True,
+        "properties": {
+            **common,
+            "messages": {"type": "array", "items": message, "minItems": 1},
+            "max_completion_tokens": tokens,
+            "logprobs": {"type": "boolean"},
+            "top_logprobs": logprobs_n,
+        },
+    }
+    for path, schema in (("/v1/completions", completions), ("/v1/chat/completions", chat)):
+        operation = openapi.get("paths", {}).get(path, {}).get("post")
+        if operation is not None:
+            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 def _prompt_count(prompt: Any) -> int:
     """How many prompts a completions `prompt` holds: a string or a token-id list is one; a list
     of strings or of token-id lists is one each."""

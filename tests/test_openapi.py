@@ -1,0 +1,40 @@
+"""The OpenAPI schema describes what the server accepts, /v1 bodies included (they are relayed
+to vLLM as JSON, not parsed into models, so their schema is written out)."""
+
+from __future__ import annotations
+
+from service.app import create_app
+from service.routes.openai_compat import MAX_LOGPROBS, MAX_N
+from service.settings import ServiceSettings
+
+
+def test_v1_request_bodies_are_in_the_schema_with_this_servers_limits():
+    schema = create_app(ServiceSettings(max_tokens_limit=321)).openapi()
+    completions = schema["paths"]["/v1/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    chat = schema["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert completions["required"] == ["model", "prompt"] and chat["required"] == ["model", "messages"]
+    for body in (completions, chat):
+        props = body["properties"]
+        assert props["max_tokens"]["maximum"] == 321  # the setting, not a constant
+        assert props["n"]["maximum"] == MAX_N
+        assert props["model"]["minLength"] == 1
+    assert completions["properties"]["logprobs"]["maximum"] == MAX_LOGPROBS
+    assert chat["properties"]["max_completion_tokens"]["maximum"] == 321
+    # the task routes keep their pydantic schemas
+    assert "requestBody" in schema["paths"]["/qa"]["post"]
+
+
+def test_a_wrong_method_gets_405_with_every_method_the_path_allows():
+    """Starlette's Allow named only the first matching route's methods (GET /admin/adapters
+    answered 'Allow: GET' though POST is served there too)."""
+    from fastapi.testclient import TestClient
+
+    app = create_app(ServiceSettings())
+    client = TestClient(app)  # no lifespan: routing and error handling only
+    expected = {"/admin/adapters": "GET, POST", "/admin/aliases/qa": "DELETE, PUT", "/qa": "POST",
+                "/v1/completions": "POST", "/metrics": "GET"}
+    for path, allow in expected.items():
+        for method in ("OPTIONS", "PATCH"):
+            r = client.request(method, path)
+            assert r.status_code == 405 and r.headers["allow"] == allow, (method, path, r.headers.get("allow"))
+            assert allow in r.json()["error"]["message"]
