@@ -140,7 +140,7 @@ def install_error_handlers(app: FastAPI) -> None:
             # a path served by several routes (GET and POST /admin/adapters) allows them all.
             allowed = sorted(allowed_methods(request.app, request.scope))
             headers = {**(headers or {}), "Allow": ", ".join(allowed)}
-            message = f"method {request.method} is not allowed on this route; allowed: {', '.join(allowed)}"
+            message = f"method not allowed on this route ({request.method}); allowed: {', '.join(allowed)}"
         return error_response(exc.status_code, message, headers=headers)
 
     @app.exception_handler(Exception)
