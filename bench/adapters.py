@@ -17,7 +17,7 @@ ranks and target modules. Engine configurations:
 All at concurrency 32, fixed output length, greedy. Workloads marked "long" send PubMedQA-length
 prompts (question + abstract, a few hundred tokens, as /qa does) with 16 new tokens: prefill-heavy.
 
-    bioinstruct bench adapters          # or: python -m bench.adapters
+    bioinstruct bench adapters          # or: python -m bioinstruct.bench.adapters
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from typing import Any
 
 import httpx
 import typer
-
-from bench import common as C
+from bioinstruct.bench import common as C
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """`bioinstruct bench <comparison>`: the side-by-side benchmarks (docs/BENCHMARKS.md).
 
 The load test over the task routes is `bioinstruct load` (eval/load.py); each comparison here
-is also `python -m bench.<module>`. Reports: JSON + Markdown +
+is also `python -m bioinstruct.bench.<module>`. Reports: JSON + Markdown +
 PNG in reports/bench/<name>-<time>/.
 """
 
@@ -11,8 +11,7 @@ import time
 import traceback
 
 import typer
-
-from bench import adapters, coldstart, dedup_repeats, serving, swap, training
+from bioinstruct.bench import adapters, coldstart, dedup_repeats, serving, swap, training
 
 COMMANDS = {
     "serving": serving.command,
@@ -28,7 +27,7 @@ def run_all(
     only: str = typer.Option("", help="Comma-separated subset, in this order: " + ", ".join(COMMANDS)),
 ) -> None:
     """Run every comparison with its defaults (what `make bench` does); about an hour on 2 cores."""
-    from bench.common import loadavg, log
+    from bioinstruct.bench.common import loadavg, log
 
     chosen = [c.strip() for c in only.split(",") if c.strip()] or list(COMMANDS)
     runners = {

@@ -9,7 +9,7 @@ Per repeat, in turn:
 The gateway runs with a registry of 3 aliases (3 rank-8 adapters to load and warm before it
 says ready). Each is stopped with SIGTERM afterwards; the stop time is reported too.
 
-    bioinstruct bench coldstart         # or: python -m bench.coldstart
+    bioinstruct bench coldstart         # or: python -m bioinstruct.bench.coldstart
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from typing import Any
 
 import httpx
 import typer
-
-from bench import common as C
+from bioinstruct.bench import common as C
 
 WAYS = ("engine", "serve", "make serve")
 

@@ -178,9 +178,8 @@ def load_prompts(n: int = 64, max_chars: int = 300, chat: bool = True) -> list[s
 def load_long_prompts(n: int = 48) -> list[str]:
     """n PubMedQA-length prompts (test questions with their abstract contexts, as /qa sends them:
     a few hundred tokens each), rendered with the chat template."""
+    from bioinstruct.generation.datasets import pubmedqa
     from transformers import AutoTokenizer
-
-    from generation.datasets import pubmedqa
 
     core = CoreSettings()
     tok = AutoTokenizer.from_pretrained(core.base_model_dir)
@@ -383,7 +382,7 @@ def completion_bodies(prompts: list[str], models: list[str], n: int, max_tokens:
 # ---- processes ----------------------------------------------------------------------------
 
 def free_port() -> int:
-    from service.engine import free_port as _free
+    from bioinstruct.service.engine import free_port as _free
 
     return _free()
 
@@ -428,7 +427,7 @@ def stop_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
 
 
 def spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    from service.engine_guard import die_with_parent
+    from bioinstruct.service.engine_guard import die_with_parent
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ)
@@ -445,7 +444,7 @@ def spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> 
 
 
 def engine_process(model_dir: Path | None = None, *, lora: bool = True, log_dir: Path | None = None, **settings):
-    from service.engine import EngineProcess, EngineSettings
+    from bioinstruct.service.engine import EngineProcess, EngineSettings
 
     es = EngineSettings(log_dir=log_dir, enable_lora=lora, **settings)
     return EngineProcess(model_dir or CoreSettings().base_model_dir, es)
@@ -498,7 +497,7 @@ def running_hf_server(adapters: dict[str, Path], log_dir: Path, timeout: float =
     """bench/hf_server.py (transformers + peft, one request at a time) in its own process."""
     port = free_port()
     log_path = log_dir / f"hf-server-{port}.log"
-    cmd = [PY, "-m", "bench.hf_server", "--port", str(port), "--threads", str(threads or os.cpu_count() or 2)]
+    cmd = [PY, "-m", "bioinstruct.bench.hf_server", "--port", str(port), "--threads", str(threads or os.cpu_count() or 2)]
     for name, folder in adapters.items():
         cmd += ["--adapter", f"{name}={folder}"]
     proc = spawn(cmd, log_path)

@@ -13,8 +13,8 @@ The baseline runs in full up to --baseline-max texts (decisions compared with th
 path's); beyond that its time is extrapolated from its measured time per pair and the
 exact number of pairs the sequential loop would score (known from the decisions).
 
-    .venv/bin/python -m bench.dedup                       # sizes 1000 5000 25000
-    .venv/bin/python -m bench.dedup --sizes 1000 25000 --baseline-max 1000
+    .venv/bin/python -m bioinstruct.bench.dedup                       # sizes 1000 5000 25000
+    .venv/bin/python -m bioinstruct.bench.dedup --sizes 1000 25000 --baseline-max 1000
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bioinstruct.generation import datasets
+from bioinstruct.generation.dedup import DEFAULT_THRESHOLD, RougeDeduper, dedup_with_rouge_score
+
 from bioinstruct.settings import CoreSettings
-from generation import datasets
-from generation.dedup import DEFAULT_THRESHOLD, RougeDeduper, dedup_with_rouge_score
 
 
 def benchmark_texts(data_dir: Path, n: int, seed: int = 0) -> list[str]:
@@ -107,7 +108,7 @@ def run_dedup_bench(sizes: tuple[int, ...] = (1000, 5000, 25000), *, baseline_ma
         print(json.dumps(row), flush=True)
     result = {
         "benchmark": f"Self-Instruct ROUGE-L dedup (threshold {threshold:.2f}), fast vs rouge-score loop",
-        "command": "python -m bench.dedup --sizes " + " ".join(map(str, sizes)) + f" --baseline-max {baseline_max}",
+        "command": "python -m bioinstruct.bench.dedup --sizes " + " ".join(map(str, sizes)) + f" --baseline-max {baseline_max}",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "baseline_s_per_pair": baseline_s_per_pair,
         "rows": rows,

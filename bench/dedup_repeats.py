@@ -9,7 +9,7 @@ here the bulk scores (`generation.dedup.rouge_l_matrix`, the rapidfuzz path the 
 uses) are also compared bit for bit with rouge-score's on random pairs drawn from the
 texts at every size.
 
-    bioinstruct bench dedup             # single run without repeats: python -m bench.dedup
+    bioinstruct bench dedup             # single run without repeats: python -m bioinstruct.bench.dedup
 """
 
 from __future__ import annotations
@@ -20,14 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
-
-from bench import common as C
+from bioinstruct.bench import common as C
 
 
 def score_check(texts: list[str], rows: int = 200, cols: int = 100, seed: int = 0) -> dict[str, Any]:
+    from bioinstruct.generation.dedup import rouge_l_matrix
     from rouge_score import rouge_scorer
-
-    from generation.dedup import rouge_l_matrix
 
     rng = random.Random(seed)
     a = rng.sample(texts, min(rows, len(texts)))
@@ -43,7 +41,7 @@ def score_check(texts: list[str], rows: int = 200, cols: int = 100, seed: int = 
 
 
 def run(sizes: list[int], repeats: int = 3, baseline_max: int = 1000, out: Path | None = None) -> Path:
-    from bench.dedup import benchmark_texts, run_dedup_bench
+    from bioinstruct.bench.dedup import benchmark_texts, run_dedup_bench
 
     C.setup_env()
     out = C.run_dir("dedup", out)

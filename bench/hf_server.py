@@ -1,7 +1,7 @@
 """The baseline a user would write instead of us: transformers + peft behind a small FastAPI
 server, one request at a time, adapters switched with `set_adapter` per request.
 
-    python -m bench.hf_server --port 8100 --adapter a1=/path/to/lora --adapter a2=/path/...
+    python -m bioinstruct.bench.hf_server --port 8100 --adapter a1=/path/to/lora --adapter a2=/path/...
 
 It answers the subset of OpenAI's POST /v1/completions the benchmark sends (model, prompt,
 max_tokens, min_tokens; greedy; min_new_tokens = max_new_tokens when min_tokens is given),

@@ -12,7 +12,7 @@ repeat (the order rotates), so background load falls on all of them alike.
 Also the gateway's own overhead: pairs of 1-token requests at concurrency 1, alternating
 gateway / engine, p50 difference.
 
-    bioinstruct bench serving            # or: python -m bench.serving
+    bioinstruct bench serving            # or: python -m bioinstruct.bench.serving
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-
-from bench import common as C
+from bioinstruct.bench import common as C
 
 TARGETS = ("gateway", "engine", "hf")
 LABELS = {"gateway": "gateway (ours)", "engine": "vLLM engine direct", "hf": "transformers+peft server"}

@@ -14,7 +14,7 @@ Per swap: publish → first request routed to the new version (start of the earl
 request answered by it), publish → its first answer, failed requests over the whole run
 (must be 0), and latency of load requests during the swap vs the 10 s before it.
 
-    bioinstruct bench swap              # or: python -m bench.swap
+    bioinstruct bench swap              # or: python -m bioinstruct.bench.swap
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from typing import Any
 
 import httpx
 import typer
-
-from bench import common as C
+from bioinstruct.bench import common as C
 
 
 async def _drive(gw: str, prompts: list[str], refs: dict[str, str], plan: list[str], concurrency: int,

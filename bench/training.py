@@ -13,7 +13,7 @@ written by `bioinstruct convert`): PubMedQA, BC5CDR, ChemProt, MeQSum; lengths v
 Modes take turns within each repeat. Real tokens/s = tokens of the examples (no padding)
 / time in optimizer steps, as the trainer counts them.
 
-    bioinstruct bench training          # or: python -m bench.training
+    bioinstruct bench training          # or: python -m bioinstruct.bench.training
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-
-from bench import common as C
+from bioinstruct.bench import common as C
 
 MODES = ("naive", "bucket", "pack")
 
@@ -40,8 +39,8 @@ def sample_records(src: Path, n: int, dest: Path, seed: int = 0) -> Path:
 
 def run(steps: int = 6, repeats: int = 3, records: int = 2000, data: Path | None = None,
         modes: list[str] | None = None, out: Path | None = None) -> Path:
-    from training.config import load_config
-    from training.trainer import TrainJob, train
+    from bioinstruct.training.config import load_config
+    from bioinstruct.training.trainer import TrainJob, train
 
     C.setup_env()
     out = C.run_dir("training", out)

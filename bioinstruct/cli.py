@@ -48,12 +48,12 @@ def _register_subcommands() -> None:
     # Each package owns its commands and adds them with register(app). Imported when the CLI
     # runs: bioinstruct/ is the shared layer the packages import, so it must not import them
     # at module level.
-    from bench import cli as bench_cli
-    from eval import cli as eval_cli
-    from generation import cli as generation_cli
-    from service import cli as service_cli
-    from service import registry_cli
-    from training import cli as training_cli
+    from bioinstruct.bench import cli as bench_cli
+    from bioinstruct.eval import cli as eval_cli
+    from bioinstruct.generation import cli as generation_cli
+    from bioinstruct.service import cli as service_cli
+    from bioinstruct.service import registry_cli
+    from bioinstruct.training import cli as training_cli
 
     if any(group.name == "eval" for group in app.registered_groups):
         return  # registered already (tests call this more than once)

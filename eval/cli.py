@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import typer
+from bioinstruct.eval.settings import EvalSettings, admin_token_from_env
+from bioinstruct.instruct.benchmark import TaskError, load_task, task_files
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from eval.settings import EvalSettings, admin_token_from_env
-from instruct.benchmark import TaskError, load_task, task_files
 
 console = Console(stderr=True)
 out = Console()
@@ -64,7 +63,7 @@ def _levels(text: str | None, cast) -> list | None:
 
 
 def _print_scores(report: dict, run_dir: Path) -> None:
-    from eval.report import fmt_score, is_percent
+    from bioinstruct.eval.report import fmt_score, is_percent
 
     table = Table(title=f"{report['task']} ({report['split']}), adapter {report['adapter']}", title_justify="left")
     table.add_column("metric")
@@ -112,9 +111,10 @@ def eval_main(
     if not task:
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
+    from bioinstruct.eval.judge import JudgeConfig
+    from bioinstruct.eval.runner import RunOptions, current_command, run_task
+
     from bioinstruct.settings import CoreSettings
-    from eval.judge import JudgeConfig
-    from eval.runner import RunOptions, current_command, run_task
 
     settings = _settings()
     specs = _tasks(list(task), tasks_dir)
@@ -172,7 +172,7 @@ def eval_report(
     plots: bool = typer.Option(True, help="Write PNG plots"),
 ) -> None:
     """Score a run again from its records (no requests) and rewrite report.json/.md and plots."""
-    from eval.runner import rescore
+    from bioinstruct.eval.runner import rescore
 
     try:
         report = rescore(run_dir, data_dir, plots=plots)
@@ -193,7 +193,7 @@ def eval_compare(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of Markdown"),
 ) -> None:
     """Paired bootstrap of B − A for every metric, over the items both runs answered."""
-    from eval.compare import CompareError, compare_markdown, compare_runs, write_compare
+    from bioinstruct.eval.compare import CompareError, compare_markdown, compare_runs, write_compare
 
     try:
         result = compare_runs(run_a, run_b, n_boot=resamples, seed=seed, metrics=list(metric) if metric else None)
@@ -231,9 +231,10 @@ def eval_gate(
 
     Exit status: 0 promoted (or would be, with --dry-run, or nothing to do), 1 rejected, 2 error.
     """
+    from bioinstruct.eval.gate import GateError, GateOptions, run_gate
+    from bioinstruct.eval.runner import current_command
+
     from bioinstruct.settings import CoreSettings
-    from eval.gate import GateError, GateOptions, run_gate
-    from eval.runner import current_command
 
     settings = _settings()
     core = CoreSettings()
@@ -292,9 +293,10 @@ def load_main(
     """Sweep load levels; report throughput, latency (e2e, TTFT, TPOT, ITL) and goodput per level."""
     if ctx.invoked_subcommand is not None:
         return
+    from bioinstruct.eval.load import DEFAULT_TASKS, BenchOptions, run_bench
+    from bioinstruct.eval.runner import current_command
+
     from bioinstruct.settings import CoreSettings
-    from eval.load import DEFAULT_TASKS, BenchOptions, run_bench
-    from eval.runner import current_command
 
     settings = _settings()
     core = CoreSettings()

@@ -12,9 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from eval.metrics import paired_bootstrap
-from eval.report import fmt_score, is_percent, load_items, load_report, metrics_from_context
+from bioinstruct.eval.metrics import paired_bootstrap
+from bioinstruct.eval.report import (
+    fmt_score,
+    is_percent,
+    load_items,
+    load_report,
+    metrics_from_context,
+)
 
 
 class CompareError(ValueError):

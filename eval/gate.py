@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from bioinstruct.eval.compare import compare_runs
+from bioinstruct.eval.runner import RunOptions, run_dir_name, run_task
+from bioinstruct.instruct.benchmark import TaskSpec
 
 from bioinstruct.registry import REF_RE
-from eval.compare import compare_runs
-from eval.runner import RunOptions, run_dir_name, run_task
-from instruct.benchmark import TaskSpec
 
 
 class GateError(RuntimeError):

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.client import EvalClient, RequestItem
+from bioinstruct.eval.client import EvalClient, RequestItem
 
 DEFAULT_PROMPT = (
     "You are grading a summary of a consumer health question.\n\n"

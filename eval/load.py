@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from eval.client import EvalClient, Record, RequestItem
-from eval.runner import run_dir_name
-from instruct.benchmark import TaskSpec
+from bioinstruct.eval.client import EvalClient, Record, RequestItem
+from bioinstruct.eval.runner import run_dir_name
+from bioinstruct.instruct.benchmark import TaskSpec
 
 DEFAULT_TASKS = ["pubmedqa", "bc5cdr", "mediqa_qs"]  # one per route: /qa, /extract, /generate
 

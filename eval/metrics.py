@@ -21,8 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-
-from instruct.benchmark import check_metric_names
+from bioinstruct.instruct.benchmark import check_metric_names
 
 # Expanding names (one metric per label / entity type): reported as a breakdown.
 EXPANDING = {"f1_by_label", "entity_f1_by_type"}

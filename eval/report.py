@@ -15,10 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from eval.client import Record
-from eval.metrics import Metric, build_metrics, percentiles, resample_counts, score_with_ci
-from instruct.benchmark import Doc, TaskSpec
+from bioinstruct.eval.client import Record
+from bioinstruct.eval.metrics import (
+    Metric,
+    build_metrics,
+    percentiles,
+    resample_counts,
+    score_with_ci,
+)
+from bioinstruct.instruct.benchmark import Doc, TaskSpec
 
 N_BOOT = 1000
 SEED = 0
@@ -306,7 +311,7 @@ def write_plots(run_dir: Path, report: dict[str, Any], rows: Sequence[dict[str, 
 
     records_path = run_dir / "records.jsonl"
     if records_path.is_file():
-        from eval.client import read_records
+        from bioinstruct.eval.client import read_records
 
         recs = [r for r in read_records(records_path).values() if r.ok]
         if recs:

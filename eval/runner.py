@@ -16,10 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.client import EvalClient, RequestItem, read_records
-from eval.judge import JudgeConfig, run_judge
-from eval.report import build_report, metric_context, metrics_from_context, score_items, write_run
-from instruct.benchmark import TaskError, TaskSpec
+from bioinstruct.eval.client import EvalClient, RequestItem, read_records
+from bioinstruct.eval.judge import JudgeConfig, run_judge
+from bioinstruct.eval.report import (
+    build_report,
+    metric_context,
+    metrics_from_context,
+    score_items,
+    write_run,
+)
+from bioinstruct.instruct.benchmark import TaskError, TaskSpec
 
 
 @dataclass
@@ -120,7 +126,7 @@ async def run_task(opts: RunOptions) -> Path:
 
 
 async def _judge(task, docs, records, judge: JudgeConfig, run_dir: Path, progress: bool):
-    from instruct.benchmark import render
+    from bioinstruct.instruct.benchmark import render
 
     triples = []
     for doc in docs:
@@ -154,7 +160,7 @@ def rescore(run_dir: Path, data_dir: Path | None = None, *, n_boot: int = 1000, 
     records = read_records(run_dir / "records.jsonl")
     judge_scores = None
     if (run_dir / "judge.jsonl").is_file():
-        from eval.judge import parse_score
+        from bioinstruct.eval.judge import parse_score
 
         judge_scores = {}
         for doc_id, rec in read_records(run_dir / "judge.jsonl").items():

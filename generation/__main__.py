@@ -1,3 +1,3 @@
-from generation.cli import main
+from bioinstruct.generation.cli import main
 
 main()

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import typer
+from bioinstruct.generation.settings import GenerationSettings, data_root
 
 from bioinstruct.settings import CoreSettings
-from generation.settings import GenerationSettings, data_root
 
 CONVERTER_NAMES = ("pubmedqa", "bc5cdr", "chemprot", "meqsum")
 
@@ -43,9 +43,9 @@ def generate(
     Resumable: re-run the same command after an interruption (even kill -9) and it continues
     from the output file. Stats go to <out>.stats.json and <out>.stats.md.
     """
-    from generation.loop import GenerationError, SelfInstructLoop
-    from generation.prompting import load_prompt_examples
-    from generation.store import StoreError
+    from bioinstruct.generation.loop import GenerationError, SelfInstructLoop
+    from bioinstruct.generation.prompting import load_prompt_examples
+    from bioinstruct.generation.store import StoreError
 
     overrides = {k: v for k, v in {
         "base_url": base_url, "model": model, "api_key": api_key, "temperature": temperature,
@@ -99,9 +99,9 @@ def convert(
 ) -> None:
     """Convert train splits (PubMedQA trainval, BC5CDR, ChemProt, MeQSum) to instruction records,
     then decontaminate them against every split of every benchmark task file."""
-    from generation.converters import CONVERTERS
-    from generation.datasets import DatasetError
-    from generation.store import write_records
+    from bioinstruct.generation.converters import CONVERTERS
+    from bioinstruct.generation.datasets import DatasetError
+    from bioinstruct.generation.store import write_records
 
     core = CoreSettings(**({"data_dir": data_dir} if data_dir else {}))
     unknown = [d for d in datasets if d not in CONVERTERS]
@@ -143,9 +143,9 @@ def decontaminate(
 
 def _decontaminate(core: CoreSettings, inputs: list[Path], train_dir: Path | None, report_dir: Path | None,
                    tasks_dir: Path | None = None, **kwargs: float) -> None:
-    from generation.datasets import DatasetError, evaluation_texts
-    from generation.decontaminate import run_decontamination
-    from generation.store import StoreError
+    from bioinstruct.generation.datasets import DatasetError, evaluation_texts
+    from bioinstruct.generation.decontaminate import run_decontamination
+    from bioinstruct.generation.store import StoreError
 
     missing = [str(p) for p in inputs if not p.is_file()]
     if missing:

@@ -115,7 +115,7 @@ class EvalText:
 def evaluation_texts(data_dir: Path, extra_task_dirs: Sequence[Path] | None = None) -> list[EvalText]:
     """The texts of every split of every benchmark task file (packaged, BIOINSTRUCT_EVAL_TASKS_DIR,
     `extra_task_dirs`): what each item shows the model, and its reference for text tasks."""
-    from instruct.benchmark import TaskError, all_tasks
+    from bioinstruct.instruct.benchmark import TaskError, all_tasks
 
     out: list[EvalText] = []
     try:

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from generation.datasets import EvalText
-from generation.dedup import rouge_tokens
-from generation.store import read_records, write_json_atomic, write_records
-from instruct.families import TaskFamily
-from instruct.records import InstructionRecord
+from bioinstruct.generation.datasets import EvalText
+from bioinstruct.generation.dedup import rouge_tokens
+from bioinstruct.generation.store import read_records, write_json_atomic, write_records
+from bioinstruct.instruct.families import TaskFamily
+from bioinstruct.instruct.records import InstructionRecord
 
 DEFAULT_N = 8
 DEFAULT_THRESHOLD = 0.5

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from generation.parsing import ParsedTask
+from bioinstruct.generation.parsing import ParsedTask
 
 
 @dataclass(frozen=True)

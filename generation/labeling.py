@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from generation.parsing import ParsedTask, normalize_category
-from instruct.classify import classify_family
-from instruct.families import TaskFamily
+from bioinstruct.generation.parsing import ParsedTask, normalize_category
+from bioinstruct.instruct.classify import classify_family
+from bioinstruct.instruct.families import TaskFamily
 
 
 def label_category(task: ParsedTask, *, use_model: bool = True) -> tuple[TaskFamily, str]:

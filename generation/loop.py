@@ -26,6 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import openai
+from bioinstruct.generation.dedup import RougeDeduper
+from bioinstruct.generation.filters import FilterConfig, first_rejection
+from bioinstruct.generation.labeling import label_category
+from bioinstruct.generation.parsing import ParsedTask, parse_response
+from bioinstruct.generation.prompting import ExampleTask, build_messages, draw_examples, prompt_hash
+from bioinstruct.generation.settings import GenerationSettings
+from bioinstruct.generation.stats import GenerationStats, RunCounters
+from bioinstruct.generation.store import RecordStore, write_json_atomic
+from bioinstruct.instruct.records import InstructionRecord
 from openai import AsyncOpenAI
 from tenacity import (
     AsyncRetrying,
@@ -34,16 +43,6 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
-
-from generation.dedup import RougeDeduper
-from generation.filters import FilterConfig, first_rejection
-from generation.labeling import label_category
-from generation.parsing import ParsedTask, parse_response
-from generation.prompting import ExampleTask, build_messages, draw_examples, prompt_hash
-from generation.settings import GenerationSettings
-from generation.stats import GenerationStats, RunCounters
-from generation.store import RecordStore, write_json_atomic
-from instruct.records import InstructionRecord
 
 SOURCE = "self-instruct"
 # Answers that no retry or other prompt will change: stop the run and say what to fix.

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import re
 
+from bioinstruct.instruct.families import TaskFamily
 from pydantic import BaseModel, Field
-
-from instruct.families import TaskFamily
 
 _FIELDS = {
     "instruction": "instruction", "instructions": "instruction",

@@ -122,7 +122,7 @@ def load_prompt_examples(path: Path | None = None) -> list[PromptExample]:
                     except ValueError as exc:
                         raise ValueError(f"{path}:{n}: not a seed task: {exc}") from None
     else:
-        from seeds import load_seeds
+        from bioinstruct.seeds import load_seeds
 
         examples = [PromptExample.model_validate(s, from_attributes=True) for s in load_seeds()]
     if not examples:

@@ -17,9 +17,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bioinstruct.instruct.records import InstructionRecord
 from pydantic import ValidationError
-
-from instruct.records import InstructionRecord
 
 
 class StoreError(RuntimeError):

@@ -4,8 +4,8 @@ Training and serving both import `instruct.format`, so the prompt an adapter was
 trained on is byte-identical to the one it is served with.
 """
 
-from instruct.families import TaskFamily
-from instruct.format import (
+from bioinstruct.instruct.families import TaskFamily
+from bioinstruct.instruct.format import (
     build_messages,
     render_example,
     render_prompt,

@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from bioinstruct.instruct.families import TaskFamily
+from bioinstruct.instruct.parsing import match_option
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from instruct.families import TaskFamily
-from instruct.parsing import match_option
 
 PACKAGED_TASKS_DIR = Path(__file__).resolve().parent / "benchmarks"
 LIMIT_SEED = 0
@@ -577,7 +576,7 @@ def _shared_constant(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
     """`!shared NAME` or `!shared NAME[i]`: a prompt string or label list of instruct/prompts.py,
     the constants training data is written with, so a task file names them instead of
     copying them (as lm-evaluation-harness task configs name Python with `!function`)."""
-    from instruct import prompts as shared
+    from bioinstruct.instruct import prompts as shared
 
     ref = str(loader.construct_scalar(node))  # type: ignore[arg-type]
     match = _SHARED_REF.match(ref)

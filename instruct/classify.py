@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from instruct.families import TaskFamily
+from bioinstruct.instruct.families import TaskFamily
 
 _IE = re.compile(
     r"\b(extract|identify (all|every|the)|list (all|every|the)\b.*\b(mention|entit|drug|chemical|disease|gene|protein|symptom|medication)|"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from instruct.families import TaskFamily
+from bioinstruct.instruct.families import TaskFamily
 
 # One short system message per family: it tells a small base model what shape of answer
 # is wanted, and is part of the trained format, so it must not change casually.

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bioinstruct.instruct.families import TaskFamily
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from instruct.families import TaskFamily
 
 
 class InstructionRecord(BaseModel):

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from bioinstruct.generation.datasets import pubmedqa
 
 from bioinstruct.settings import core_settings
-from generation.datasets import pubmedqa
 
 LABELS = ["yes", "no", "maybe"]
 # lm-evaluation-harness's own pubmedqa task prompt (tasks/pubmedqa/pubmedqa.yaml), on a local file.

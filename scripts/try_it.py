@@ -12,8 +12,7 @@ import json
 
 import httpx
 import typer
-
-from instruct.prompts import CHEMPROT_LABELS, pair_relation_question
+from bioinstruct.instruct.prompts import CHEMPROT_LABELS, pair_relation_question
 
 SENTENCES = [
     "The patient developed hepatotoxicity after high-dose acetaminophen.",

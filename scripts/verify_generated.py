@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-from generation.dedup import DEFAULT_THRESHOLD, dedup_fast, rouge_l_matrix
-from generation.store import read_records
+from bioinstruct.generation.dedup import DEFAULT_THRESHOLD, dedup_fast, rouge_l_matrix
+from bioinstruct.generation.store import read_records
 
 
 def main(path: Path) -> int:

@@ -9,6 +9,6 @@ The code lives in `seeds.schema`; import from there when the package may have be
 installed (editable) before this `__init__` existed, which makes `seeds` a namespace package.
 """
 
-from seeds.schema import SEEDS_PATH, SeedTask, load_seeds
+from bioinstruct.seeds.schema import SEEDS_PATH, SeedTask, load_seeds
 
 __all__ = ["SEEDS_PATH", "SeedTask", "load_seeds"]

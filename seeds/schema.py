@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bioinstruct.instruct.families import TaskFamily
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from instruct.families import TaskFamily
 
 SEEDS_PATH = Path(__file__).with_name("seed_tasks.jsonl")
 

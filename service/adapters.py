@@ -21,13 +21,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from bioinstruct.instruct.families import TaskFamily
+from bioinstruct.service.engine_client import EngineClient
+from bioinstruct.service.errors import APIError
+from bioinstruct.service.metrics import Metrics
+
 from bioinstruct.adapter_files import AdapterLimits
 from bioinstruct.model import BaseModelInfo
 from bioinstruct.registry import NotFound, Registry, RegistryError, parse_ref
-from instruct.families import TaskFamily
-from service.engine_client import EngineClient
-from service.errors import APIError
-from service.metrics import Metrics
 
 log = logging.getLogger("bioinstruct.adapters")
 

@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from service.errors import APIError
-from service.metrics import Metrics
+from bioinstruct.service.errors import APIError
+from bioinstruct.service.metrics import Metrics
 
 
 class Admission:

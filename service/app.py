@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
+from bioinstruct.service.engine import EngineProcess, EngineSettings
+from bioinstruct.service.errors import install_error_handlers
+from bioinstruct.service.gateway import Gateway
+from bioinstruct.service.middleware import GatewayMiddleware
+from bioinstruct.service.routes import admin, health, inference, openai_compat
+from bioinstruct.service.settings import ServiceSettings
 from fastapi import FastAPI
 
 from bioinstruct import __version__
 from bioinstruct.settings import CoreSettings
-from service.engine import EngineProcess, EngineSettings
-from service.errors import install_error_handlers
-from service.gateway import Gateway
-from service.middleware import GatewayMiddleware
-from service.routes import admin, health, inference, openai_compat
-from service.settings import ServiceSettings
 
 log = logging.getLogger("bioinstruct.service")
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from bioinstruct.service.errors import APIError
+from bioinstruct.service.settings import ServiceSettings
 from fastapi import Request
-
-from service.errors import APIError
-from service.settings import ServiceSettings
 
 
 def _bearer(request: Request) -> str | None:

@@ -22,10 +22,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start the gateway and its vLLM engine; Ctrl-C or SIGTERM stops both."""
         import uvicorn
-
-        from service.app import create_app
-        from service.engine import die_with_parent
-        from service.settings import ServiceSettings
+        from bioinstruct.service.app import create_app
+        from bioinstruct.service.engine import die_with_parent
+        from bioinstruct.service.settings import ServiceSettings
 
         settings = ServiceSettings()
         if host:
@@ -55,7 +54,7 @@ def register(app: typer.Typer) -> None:
     @app.command("engine")
     def engine() -> None:
         """Run the bare vLLM engine with the project's settings (debugging)."""
-        from service.engine import EngineProcess, EngineSettings
+        from bioinstruct.service.engine import EngineProcess, EngineSettings
 
         proc = EngineProcess(core_settings().base_model_dir, EngineSettings())
         proc.start()
@@ -70,9 +69,10 @@ def register(app: typer.Typer) -> None:
 
 def _publish_shipped(settings, core) -> None:
     """The adapters in adapters/ into the registry (idempotent); never stops the service from starting."""
+    from bioinstruct.service.engine import EngineSettings
+
     from bioinstruct.registry import Registry, RegistryError
     from bioinstruct.shipped import ShippedError, default_root, publish_shipped
-    from service.engine import EngineSettings
 
     log = logging.getLogger("bioinstruct.shipped")
     value = settings.shipped_adapters

@@ -6,11 +6,10 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from bioinstruct.service.auth import Caller, authenticate, require_admin
+from bioinstruct.service.errors import APIError
+from bioinstruct.service.gateway import Gateway
 from fastapi import Depends, Request
-
-from service.auth import Caller, authenticate, require_admin
-from service.errors import APIError
-from service.gateway import Gateway
 
 T = TypeVar("T")
 

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
+from bioinstruct.service.engine_guard import die_with_parent
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bioinstruct.adapter_files import DEFAULT_LORA_MODULES, DEFAULT_MAX_LORA_RANK, AdapterLimits
 from bioinstruct.settings import offline_env
 from bioinstruct.vllm_plugin import FAST_CPU_LORA_ENV
-from service.engine_guard import die_with_parent
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -226,7 +226,7 @@ class EngineProcess:
         self.started_at = time.monotonic()
         self.healthy_after_s = None
         self.generation += 1
-        guard = [sys.executable, "-m", "service.engine_guard", f"{self.settings.stop_grace_s:g}", "--"]
+        guard = [sys.executable, "-m", "bioinstruct.service.engine_guard", f"{self.settings.stop_grace_s:g}", "--"]
         self._proc = subprocess.Popen(
             guard + self.command(),
             env=self.environment(),

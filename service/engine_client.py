@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-
-from service.errors import APIError
+from bioinstruct.service.errors import APIError
 
 
 class EngineClient:

@@ -1,4 +1,4 @@
-"""`python -m service.engine_guard GRACE -- CMD...`: run the engine and never let it outlive its gateway.
+"""`python -m bioinstruct.service.engine_guard GRACE -- CMD...`: run the engine and never let it outlive its gateway.
 
 The gateway starts this small process (stdlib only: it is up in milliseconds) as the leader of
 the engine's process group, and it starts vLLM. Why not vLLM directly: vLLM ignores a SIGTERM
@@ -73,7 +73,7 @@ def _kill_group_rest() -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m service.engine_guard GRACE_S -- CMD [ARGS...]", file=sys.stderr)
+        print("usage: python -m bioinstruct.service.engine_guard GRACE_S -- CMD [ARGS...]", file=sys.stderr)
         return 2
     grace = float(argv[0])
     stop_requested: list[float] = []

@@ -16,21 +16,18 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from bioinstruct.model import BaseModelInfo, inspect_base_model
-from bioinstruct.registry import Registry
-from bioinstruct.settings import CoreSettings
-from instruct.classify import classify_family
-from instruct.families import TaskFamily
-from instruct.format import render_example, render_prompt
-from instruct.parsing import match_option, parse_entities, parse_relations
-from instruct.prompts import entity_task, qa_task, relation_task
-from service.adapters import AdapterManager, Target
-from service.admission import Admission
-from service.auth import Caller
-from service.engine import EngineProcess, EngineSettings
-from service.errors import APIError
-from service.metrics import Metrics
-from service.protocol import (
+from bioinstruct.instruct.classify import classify_family
+from bioinstruct.instruct.families import TaskFamily
+from bioinstruct.instruct.format import render_example, render_prompt
+from bioinstruct.instruct.parsing import match_option, parse_entities, parse_relations
+from bioinstruct.instruct.prompts import entity_task, qa_task, relation_task
+from bioinstruct.service.adapters import AdapterManager, Target
+from bioinstruct.service.admission import Admission
+from bioinstruct.service.auth import Caller
+from bioinstruct.service.engine import EngineProcess, EngineSettings
+from bioinstruct.service.errors import APIError
+from bioinstruct.service.metrics import Metrics
+from bioinstruct.service.protocol import (
     EntityOut,
     ExtractRequest,
     ExtractResponse,
@@ -41,9 +38,13 @@ from service.protocol import (
     RelationOut,
     Usage,
 )
-from service.scoring import score_options
-from service.settings import ServiceSettings
-from service.supervisor import EngineSupervisor
+from bioinstruct.service.scoring import score_options
+from bioinstruct.service.settings import ServiceSettings
+from bioinstruct.service.supervisor import EngineSupervisor
+
+from bioinstruct.model import BaseModelInfo, inspect_base_model
+from bioinstruct.registry import Registry
+from bioinstruct.settings import CoreSettings
 
 log = logging.getLogger("bioinstruct.service")
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 
-from service.errors import error_body
+from bioinstruct.service.errors import error_body
 
 # Routes that take an admission slot: refused before their body is read when the server is full.
 INFERENCE_PATHS = frozenset({"/qa", "/extract", "/generate", "/compare", "/v1/chat/completions", "/v1/completions"})

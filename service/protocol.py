@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from bioinstruct.instruct.prompts import CHEMPROT_LABELS, DEFAULT_ENTITY_TYPES
+from bioinstruct.service.errors import ErrorDetail
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -14,8 +16,6 @@ from pydantic import (
 )
 
 from bioinstruct.registry import NAME_PATTERN, REF_PATTERN, VERSION_PATTERN, Category
-from instruct.prompts import CHEMPROT_LABELS, DEFAULT_ENTITY_TYPES
-from service.errors import ErrorDetail
 
 MAX_TEXT = 100_000
 MAX_OPTIONS = 32

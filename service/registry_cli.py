@@ -26,8 +26,9 @@ def _registry(url: str | None) -> Registry:
 
 
 def _base_and_limits():
+    from bioinstruct.service.engine import EngineSettings
+
     from bioinstruct.model import BaseModelError, inspect_base_model
-    from service.engine import EngineSettings
 
     try:
         base = inspect_base_model(core_settings().base_model_dir)

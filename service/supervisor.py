@@ -8,8 +8,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from service.engine import EngineProcess, EngineSettings, EngineStartError
-from service.engine_client import EngineClient
+from bioinstruct.service.engine import EngineProcess, EngineSettings, EngineStartError
+from bioinstruct.service.engine_client import EngineClient
 
 log = logging.getLogger("bioinstruct.engine")
 

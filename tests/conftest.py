@@ -43,7 +43,7 @@ def data_dir(core: CoreSettings) -> Path:
 @pytest.fixture(scope="session")
 def engine(base_model_dir: Path, tmp_path_factory):
     """The real vLLM engine on the embedded model, started once per session."""
-    from service.engine import EngineProcess, EngineSettings
+    from bioinstruct.service.engine import EngineProcess, EngineSettings
 
     settings = EngineSettings(log_dir=tmp_path_factory.mktemp("engine-logs"), max_model_len=4096)
     proc = EngineProcess(base_model_dir, settings)
@@ -151,10 +151,9 @@ def live_service(engine, tmp_path_factory, core):
 
     import httpx
     import uvicorn
-
-    from service.app import create_app
-    from service.engine import free_port
-    from service.settings import ServiceSettings
+    from bioinstruct.service.app import create_app
+    from bioinstruct.service.engine import free_port
+    from bioinstruct.service.settings import ServiceSettings
 
     registry = tmp_path_factory.mktemp("registry")
     publish_root = tmp_path_factory.mktemp("publish")

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-
-from service.app import create_app
-from service.engine import free_port
-from service.settings import ServiceSettings
+from bioinstruct.service.app import create_app
+from bioinstruct.service.engine import free_port
+from bioinstruct.service.settings import ServiceSettings
 
 
 def publish(live, folder: Path, name: str, category: str = "QA", alias: str | None = None) -> dict:

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from instruct.benchmark import (
+from bioinstruct.instruct.benchmark import (
     PACKAGED_TASKS_DIR,
     TaskError,
     TaskSpec,
@@ -136,7 +135,7 @@ def test_chemprot_question_and_clean_sentence(tasks, data_dir):
 def test_prompts_match_the_training_converters(tasks):
     """The task files ask what training taught: instruct.prompts' first (canonical) wordings,
     named with `!shared`, not copied."""
-    from instruct.prompts import (
+    from bioinstruct.instruct.prompts import (
         CHEMPROT_LABELS,
         PAIR_RELATION_QUESTIONS,
         QUESTION_SUMMARY_INSTRUCTIONS,

@@ -1,5 +1,5 @@
-from instruct import TaskFamily
-from instruct.classify import classify_family
+from bioinstruct.instruct import TaskFamily
+from bioinstruct.instruct.classify import classify_family
 
 CASES = [
     ("Extract all drug names mentioned in the clinical note.", TaskFamily.IE),

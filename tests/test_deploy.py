@@ -388,7 +388,7 @@ def test_probes_and_graceful_stop(renders, helm):
 
 
 def test_hpa_scales_on_gauges_the_gateway_exports(renders):
-    from service.metrics import Metrics
+    from bioinstruct.service.metrics import Metrics
 
     exported = {m.name for m in Metrics().registry.collect()}
     docs = renders["values-replicas"]
@@ -441,9 +441,10 @@ def test_no_weights_or_registry_in_the_image_and_registry_shared(renders):
 
 
 def _setting_names() -> set[str]:
+    from bioinstruct.service.engine import EngineSettings
+    from bioinstruct.service.settings import ServiceSettings
+
     from bioinstruct.settings import CoreSettings
-    from service.engine import EngineSettings
-    from service.settings import ServiceSettings
 
     names = {f"BIOINSTRUCT_{f.upper()}" for f in CoreSettings.model_fields}
     names |= {f"BIOINSTRUCT_{f.upper()}" for f in ServiceSettings.model_fields}
@@ -606,7 +607,7 @@ def test_deploy_doc_names_real_values_metrics_and_routes():
     assert len(table_values) > 20, table_values
     unknown = {v for v in table_values if v not in values}
     assert not unknown, f"DEPLOY.md's values table names values the chart does not have: {sorted(unknown)}"
-    from service.metrics import Metrics
+    from bioinstruct.service.metrics import Metrics
 
     exported = {m.name for m in Metrics().registry.collect()}
     for metric in set(re.findall(r"\b(bioinstruct_[a-z_]+)\b", text)):

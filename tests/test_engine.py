@@ -7,8 +7,7 @@ import time
 
 import httpx
 import pytest
-
-from service.engine import EngineProcess, EngineSettings, EngineStartError
+from bioinstruct.service.engine import EngineProcess, EngineSettings, EngineStartError
 
 pytestmark = pytest.mark.engine
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
-from service.engine_client import EngineClient
-from service.errors import APIError
+from bioinstruct.service.engine_client import EngineClient
+from bioinstruct.service.errors import APIError
 
 
 def _client_raising(exc_type: type[httpx.TransportError]) -> EngineClient:

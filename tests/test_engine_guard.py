@@ -11,8 +11,7 @@ import textwrap
 import time
 
 import pytest
-
-from service.engine_guard import group_members
+from bioinstruct.service.engine_guard import group_members
 
 # A stand-in for vLLM mid-start-up: ignores SIGTERM and has a child of its own (its EngineCore).
 STUBBORN = textwrap.dedent("""
@@ -39,8 +38,8 @@ def _start_guard_under_a_parent(grace: float, *cmd: str) -> tuple[subprocess.Pop
     """A throwaway 'gateway' process that starts the guard as the engine does, then waits."""
     gateway = textwrap.dedent(f"""
         import subprocess, sys, time
-        from service.engine_guard import die_with_parent
-        guard = subprocess.Popen([sys.executable, "-m", "service.engine_guard", "{grace}", "--", *{list(cmd)!r}],
+        from bioinstruct.service.engine_guard import die_with_parent
+        guard = subprocess.Popen([sys.executable, "-m", "bioinstruct.service.engine_guard", "{grace}", "--", *{list(cmd)!r}],
                                  start_new_session=True, preexec_fn=die_with_parent, stdout=sys.stdout)
         print("guard", guard.pid, flush=True)
         time.sleep(600)
@@ -61,7 +60,7 @@ def test_a_killed_gateway_takes_a_stubborn_engine_and_its_children_down():
 
 
 def test_a_crashed_engine_server_leaves_no_children_and_its_exit_code():
-    proc = subprocess.Popen([sys.executable, "-m", "service.engine_guard", "5", "--", sys.executable, "-c", STUBBORN],
+    proc = subprocess.Popen([sys.executable, "-m", "bioinstruct.service.engine_guard", "5", "--", sys.executable, "-c", STUBBORN],
                             start_new_session=True, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().startswith("up")
     engine_server = int(open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()[0])
@@ -71,7 +70,7 @@ def test_a_crashed_engine_server_leaves_no_children_and_its_exit_code():
 
 
 def test_stop_by_sigterm_escalates_after_the_grace_period():
-    proc = subprocess.Popen([sys.executable, "-m", "service.engine_guard", "1", "--", sys.executable, "-c", STUBBORN],
+    proc = subprocess.Popen([sys.executable, "-m", "bioinstruct.service.engine_guard", "1", "--", sys.executable, "-c", STUBBORN],
                             start_new_session=True, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().startswith("up")
     started = time.monotonic()
@@ -83,7 +82,7 @@ def test_stop_by_sigterm_escalates_after_the_grace_period():
 
 
 def test_the_guard_refuses_a_bad_command_line():
-    proc = subprocess.run([sys.executable, "-m", "service.engine_guard", "5", "echo"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "bioinstruct.service.engine_guard", "5", "echo"], capture_output=True, text=True)
     assert proc.returncode == 2 and "usage" in proc.stderr
 
 
@@ -93,7 +92,7 @@ def test_real_engine_killed_gateway_during_vllm_start_up_leaves_nothing(base_mod
     gateway = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from service.engine import EngineProcess, EngineSettings
+        from bioinstruct.service.engine import EngineProcess, EngineSettings
         engine = EngineProcess(Path({str(base_model_dir)!r}),
                                EngineSettings(stop_grace_s=3, log_dir=Path({str(tmp_path)!r})))
         engine.start()

@@ -12,9 +12,14 @@ import time
 import httpx
 import numpy as np
 import pytest
+from bioinstruct.eval.client import (
+    EvalClient,
+    Record,
+    RequestItem,
+    read_records,
+    retry_after_seconds,
+)
 from fake_hosts import fake_hosts_router
-
-from eval.client import EvalClient, Record, RequestItem, read_records, retry_after_seconds
 
 URL = "http://svc.test"
 # Not the global respx router: the session's live gateway must keep reaching its real engine.

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.engine
 
 
 def _app() -> typer.Typer:
-    from eval.cli import register
+    from bioinstruct.eval.cli import register
 
     app = typer.Typer()
 

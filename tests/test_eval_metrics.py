@@ -6,9 +6,8 @@ import random
 
 import numpy as np
 import pytest
-
-from eval.judge import parse_score
-from eval.metrics import (
+from bioinstruct.eval.judge import parse_score
+from bioinstruct.eval.metrics import (
     build_metrics,
     paired_bootstrap,
     percentiles,
@@ -16,7 +15,7 @@ from eval.metrics import (
     rouge_scores,
     score_with_ci,
 )
-from instruct.benchmark import bio_entities, step_token_spans
+from bioinstruct.instruct.benchmark import bio_entities, step_token_spans
 
 
 def scores(kind, names, preds, golds, **ctx):

@@ -14,15 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 import typer
+from bioinstruct.eval.compare import compare_runs
+from bioinstruct.eval.gate import GateOptions, run_gate
+from bioinstruct.eval.load import BenchOptions, run_bench
+from bioinstruct.eval.report import load_items, load_report
+from bioinstruct.eval.runner import RunOptions, rescore, run_task
+from bioinstruct.instruct.benchmark import TaskError, load_task
 from fake_hosts import fake_hosts_router
 from typer.testing import CliRunner
-
-from eval.compare import compare_runs
-from eval.gate import GateOptions, run_gate
-from eval.load import BenchOptions, run_bench
-from eval.report import load_items, load_report
-from eval.runner import RunOptions, rescore, run_task
-from instruct.benchmark import TaskError, load_task
 
 URL = "http://gateway.test"
 
@@ -222,7 +221,7 @@ async def test_gate_promotes_only_a_better_candidate(fake, tmp_path, data_dir):
 
 
 async def test_gate_refuses_unknown_candidate(fake, tmp_path, data_dir):
-    from eval.gate import GateError
+    from bioinstruct.eval.gate import GateError
 
     with pytest.raises(GateError, match="not in the registry"):
         await run_gate(GateOptions(alias="qa", candidate="bioinstruct-qa@9", task=load_task("pubmedqa"),
@@ -253,7 +252,7 @@ async def test_bench_sweep_mixed_adapters(fake, tmp_path, data_dir):
 
 
 def _cli() -> typer.Typer:
-    from eval.cli import register
+    from bioinstruct.eval.cli import register
 
     app = typer.Typer()
 
@@ -298,7 +297,7 @@ def test_cli_eval_compare_and_bench(fake, tmp_path, data_dir, monkeypatch):
 
 
 async def test_llm_judge_score_through_an_openai_compatible_endpoint(fake, tmp_path, data_dir):
-    from eval.judge import JudgeConfig
+    from bioinstruct.eval.judge import JudgeConfig
 
     seen: list[dict] = []
 

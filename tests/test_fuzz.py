@@ -11,6 +11,7 @@ import os
 
 import pytest
 import schemathesis
+from bioinstruct.service.app import create_app
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -21,7 +22,6 @@ from schemathesis.checks import (
 )
 from schemathesis.generation import GenerationMode
 
-from service.app import create_app
 from tests.service_helpers import ExtraGateway
 
 pytestmark = pytest.mark.engine

@@ -7,19 +7,18 @@ import re
 from collections import Counter
 
 import pytest
-
-from generation.converters import CONVERTERS
-from generation.datasets import bc5cdr, chemprot, chemprot_unmark, pubmedqa
-from instruct.families import TaskFamily
-from instruct.parsing import find_spans, match_option, parse_entities
-from instruct.prompts import (
+from bioinstruct.generation.converters import CONVERTERS
+from bioinstruct.generation.datasets import bc5cdr, chemprot, chemprot_unmark, pubmedqa
+from bioinstruct.instruct.families import TaskFamily
+from bioinstruct.instruct.parsing import find_spans, match_option, parse_entities
+from bioinstruct.instruct.prompts import (
     CHEMPROT_LABELS,
     ENTITY_INSTRUCTIONS,
     QA_WITH_OPTIONS,
     QUESTION_SUMMARY_INSTRUCTIONS,
     format_types,
 )
-from instruct.records import InstructionRecord
+from bioinstruct.instruct.records import InstructionRecord
 
 EXPECTED = {"pubmedqa": 500, "bc5cdr": 4560, "chemprot": 4169, "meqsum": 1000}
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from generation.datasets import EvalText, evaluation_texts
-from generation.decontaminate import EvalIndex, decontaminate, run_decontamination
-from generation.store import read_records, write_records
-from instruct.families import TaskFamily
-from instruct.prompts import qa_task
-from instruct.records import InstructionRecord
+from bioinstruct.generation.datasets import EvalText, evaluation_texts
+from bioinstruct.generation.decontaminate import EvalIndex, decontaminate, run_decontamination
+from bioinstruct.generation.store import read_records, write_records
+from bioinstruct.instruct.families import TaskFamily
+from bioinstruct.instruct.prompts import qa_task
+from bioinstruct.instruct.records import InstructionRecord
 
 EVAL_QUESTION = "Do statins reduce mortality in patients with chronic kidney disease on dialysis?"
 EVAL_SENTENCE = ("Treatment with carvedilol reversed both protein and mRNA of HIF-1alpha, VEGF, BNP, "
@@ -89,7 +89,7 @@ def test_report_and_training_files(tmp_path):
 
 
 def test_evaluation_texts_cover_every_split_of_every_task_file(data_dir):
-    from instruct.benchmark import all_tasks
+    from bioinstruct.instruct.benchmark import all_tasks
 
     texts = evaluation_texts(data_dir)
     splits = {t.split for t in texts}
@@ -106,7 +106,7 @@ def test_evaluation_texts_cover_every_split_of_every_task_file(data_dir):
 def test_a_task_file_added_in_a_folder_removes_its_items_from_training_data(data_dir, tmp_path, monkeypatch):
     """A new benchmark is decontaminated against as soon as its task file exists: here, one
     over the first 5 BC5CDR *training* sentences."""
-    from generation.converters.bc5cdr import convert_bc5cdr
+    from bioinstruct.generation.converters.bc5cdr import convert_bc5cdr
 
     folder = tmp_path / "tasks"
     folder.mkdir()
@@ -130,7 +130,7 @@ def test_a_task_file_added_in_a_folder_removes_its_items_from_training_data(data
 
 
 def test_real_training_data_overlaps_are_found(data_dir):
-    from generation.converters import CONVERTERS
+    from bioinstruct.generation.converters import CONVERTERS
 
     sources = {name: fn(data_dir) for name, fn in CONVERTERS.items()}
     result = decontaminate(sources, EvalIndex(evaluation_texts(data_dir)))
@@ -152,10 +152,10 @@ def test_real_training_data_overlaps_are_found(data_dir):
 
 def test_pubmedqa_dev_split_of_the_gate_never_reaches_training(data_dir):
     """The eval gate's dev split (last 100 trainval records) is an evaluation split here too."""
-    from generation.converters.pubmedqa import convert_pubmedqa
-    from generation.datasets import evaluation_texts
-    from generation.decontaminate import EvalIndex, decontaminate
-    from instruct.benchmark import load_task
+    from bioinstruct.generation.converters.pubmedqa import convert_pubmedqa
+    from bioinstruct.generation.datasets import evaluation_texts
+    from bioinstruct.generation.decontaminate import EvalIndex, decontaminate
+    from bioinstruct.instruct.benchmark import load_task
 
     dev_pmids = {doc.id for doc in load_task("pubmedqa").load("dev", data_dir)}
     assert len(dev_pmids) == 100

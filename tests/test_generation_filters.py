@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from generation.filters import (
+from bioinstruct.generation.filters import (
     FilterConfig,
     blacklisted,
     echo,
@@ -15,9 +14,9 @@ from generation.filters import (
     output_length,
     truncated,
 )
-from generation.labeling import label_category
-from generation.parsing import ParsedTask
-from instruct.families import TaskFamily
+from bioinstruct.generation.labeling import label_category
+from bioinstruct.generation.parsing import ParsedTask
+from bioinstruct.instruct.families import TaskFamily
 
 CFG = FilterConfig(min_instruction_words=3, max_instruction_words=150, max_output_words=600)
 
@@ -143,9 +142,9 @@ def test_label_falls_back_to_rules(instruction, expected):
 
 
 def test_rules_agree_with_the_seed_authors_and_label_the_service_templates():
-    from instruct import prompts as T
-    from instruct.classify import classify_family
-    from seeds import load_seeds
+    from bioinstruct.instruct import prompts as T
+    from bioinstruct.instruct.classify import classify_family
+    from bioinstruct.seeds import load_seeds
 
     seeds = [s for s in load_seeds() if s.category is not TaskFamily.OTHER]  # rules never say OTHER
     agree = sum(classify_family(s.instruction, s.input) is s.category for s in seeds)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from generation.parsing import normalize_category, normalize_input, parse_response
-from generation.prompting import PromptExample, build_messages, draw_examples, format_task
-from instruct.families import TaskFamily
+from bioinstruct.generation.parsing import normalize_category, normalize_input, parse_response
+from bioinstruct.generation.prompting import (
+    PromptExample,
+    build_messages,
+    draw_examples,
+    format_task,
+)
+from bioinstruct.instruct.families import TaskFamily
 
 WELL_FORMED = """4. Instruction: List three common side effects of metformin.
 Input: <noinput>

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from generation.store import RecordStore, StoreError, read_records, write_records
-from instruct.families import TaskFamily
-from instruct.records import InstructionRecord
+from bioinstruct.generation.store import RecordStore, StoreError, read_records, write_records
+from bioinstruct.instruct.families import TaskFamily
+from bioinstruct.instruct.records import InstructionRecord
 
 
 def rec(i: int) -> InstructionRecord:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from instruct import TaskFamily, build_messages, render_example, render_prompt
+from bioinstruct.instruct import TaskFamily, build_messages, render_example, render_prompt
 
 
 def test_messages_carry_instruction_and_input():

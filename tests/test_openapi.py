@@ -3,9 +3,9 @@ to vLLM as JSON, not parsed into models, so their schema is written out)."""
 
 from __future__ import annotations
 
-from service.app import create_app
-from service.routes.openai_compat import MAX_LOGPROBS, MAX_N
-from service.settings import ServiceSettings
+from bioinstruct.service.app import create_app
+from bioinstruct.service.routes.openai_compat import MAX_LOGPROBS, MAX_N
+from bioinstruct.service.settings import ServiceSettings
 
 
 def test_v1_request_bodies_are_in_the_schema_with_this_servers_limits():

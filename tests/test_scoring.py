@@ -2,7 +2,7 @@
 
 import asyncio
 
-from service.scoring import score_options
+from bioinstruct.service.scoring import score_options
 
 
 def run(coro):

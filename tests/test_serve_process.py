@@ -11,8 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from service.engine import free_port
+from bioinstruct.service.engine import free_port
 
 pytestmark = pytest.mark.engine
 

@@ -11,8 +11,8 @@ import asyncio
 import sys
 import time
 
-from service.engine import EngineProcess, EngineSettings
-from service.supervisor import EngineSupervisor
+from bioinstruct.service.engine import EngineProcess, EngineSettings
+from bioinstruct.service.supervisor import EngineSupervisor
 
 # /health answers 200, or 503 once the file named by argv[2] exists (as vLLM's API server
 # does after its EngineCore died).
@@ -201,7 +201,7 @@ def test_a_child_started_from_a_thread_that_ends_gets_the_parent_death_signal(tm
     import subprocess
     import threading
 
-    from service.engine_guard import die_with_parent
+    from bioinstruct.service.engine_guard import die_with_parent
 
     procs = []
     t = threading.Thread(target=lambda: procs.append(subprocess.Popen(["sleep", "30"], preexec_fn=die_with_parent)))

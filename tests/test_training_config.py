@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from bioinstruct.training.config import ConfigError, TrainConfig, builtin_configs, load_config
 from typer.testing import CliRunner
-
-from training.config import ConfigError, TrainConfig, builtin_configs, load_config
 
 
 def test_packaged_configs_load():
@@ -75,7 +74,7 @@ def test_cli_reports_bad_values_without_a_traceback(tmp_path):
 
 
 def test_target_modules_from_cli_string():
-    from training.cli import _overrides
+    from bioinstruct.training.cli import _overrides
 
     assert _overrides(lr=0.1, rank=None) == {"learning_rate": 0.1}
     cfg = TrainConfig.model_validate(_overrides(target_modules="q_proj, v_proj"))
@@ -87,7 +86,7 @@ def test_target_modules_from_cli_string():
 
 @pytest.mark.parametrize("targets", ["all-linear", "q_proj,gate_proj"])
 def test_targets_outside_the_engine_lora_layers_are_refused_before_training(targets):
-    from training.cli import _overrides
+    from bioinstruct.training.cli import _overrides
 
     with pytest.raises(ValueError, match="outside the serving engine's LoRA layers"):
         TrainConfig.model_validate(_overrides(target_modules=targets))

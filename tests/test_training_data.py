@@ -7,12 +7,17 @@ import random
 from pathlib import Path
 
 import pytest
-
-from instruct.format import render_example, render_prompt
-from instruct.prompts import qa_task
-from instruct.records import InstructionRecord
-from training import batching
-from training.data import IGNORE_INDEX, DataError, load_training_data, read_records, tokenize_record
+from bioinstruct.instruct.format import render_example, render_prompt
+from bioinstruct.instruct.prompts import qa_task
+from bioinstruct.instruct.records import InstructionRecord
+from bioinstruct.training import batching
+from bioinstruct.training.data import (
+    IGNORE_INDEX,
+    DataError,
+    load_training_data,
+    read_records,
+    tokenize_record,
+)
 
 
 def _record(i: int, words: int = 5, category: str = "QA", output: str | None = None) -> dict:

@@ -17,17 +17,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from bioinstruct.instruct.prompts import qa_task
+from bioinstruct.instruct.records import InstructionRecord
+from bioinstruct.training import batching
+from bioinstruct.training.config import load_config
+from bioinstruct.training.data import sha256_file, tokenize_record
+from bioinstruct.training.trainer import TrainJob, response_loss, train
 from safetensors.torch import load_file
 
 from bioinstruct.adapter_files import AdapterLimits
 from bioinstruct.model import inspect_base_model
 from bioinstruct.registry import Registry
-from instruct.prompts import qa_task
-from instruct.records import InstructionRecord
-from training import batching
-from training.config import load_config
-from training.data import sha256_file, tokenize_record
-from training.trainer import TrainJob, response_loss, train
 
 TINY = {"max_length": 128, "rank": 4, "alpha": 8, "dropout": 0.1, "batch_size": 2, "grad_accum": 2,
         "max_steps": 6, "save_every": 2, "eval_every": 3, "learning_rate": 1e-2, "eval_fraction": 0.1}

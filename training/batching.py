@@ -20,8 +20,7 @@ import random
 from collections.abc import Sequence
 
 import torch
-
-from training.data import IGNORE_INDEX, Example
+from bioinstruct.training.data import IGNORE_INDEX, Example
 
 Row = list[int]
 MicroBatch = list[Row]

@@ -56,7 +56,7 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 def _load(config: str | None, overrides: dict[str, Any]):
-    from training.config import ConfigError, load_config
+    from bioinstruct.training.config import ConfigError, load_config
 
     try:
         return load_config(config, overrides)
@@ -65,14 +65,14 @@ def _load(config: str | None, overrides: dict[str, Any]):
 
 
 def _infer_category(files: list[Path]) -> str:
-    from training.data import read_records
+    from bioinstruct.training.data import read_records
 
     cats = {r.category.value for f in files for r in read_records(f)}
     return cats.pop() if len(cats) == 1 else "ALL"
 
 
 def _run(job, quiet: bool):
-    from training.trainer import train
+    from bioinstruct.training.trainer import train
 
     return train(job, progress=not quiet, log=typer.echo)
 
@@ -96,8 +96,8 @@ def register(app: typer.Typer) -> None:
         publish: bool = PUBLISH, registry: str = REGISTRY, quiet: bool = QUIET,
     ) -> None:
         """Train one LoRA adapter (re-running the same command resumes it), publish it, move an alias."""
-        from training.data import DataError
-        from training.trainer import TrainError, TrainJob
+        from bioinstruct.training.data import DataError
+        from bioinstruct.training.trainer import TrainError, TrainJob
 
         cfg = _load(config, _overrides(
             base_model=base_model, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, lr=lr,
@@ -142,8 +142,8 @@ def register(app: typer.Typer) -> None:
         publish: bool = PUBLISH, registry: str = REGISTRY, quiet: bool = QUIET,
     ) -> None:
         """One adapter per family (QA, IE, GEN) and one on all of them: the paper's comparison."""
-        from training.data import DataError
-        from training.trainer import TrainError, TrainJob
+        from bioinstruct.training.data import DataError
+        from bioinstruct.training.trainer import TrainError, TrainJob
 
         cfg = _load(config, _overrides(
             base_model=base_model, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, lr=lr,

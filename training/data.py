@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bioinstruct.instruct.format import render_example
+from bioinstruct.instruct.records import InstructionRecord
 from pydantic import ValidationError
-
-from instruct.format import render_example
-from instruct.records import InstructionRecord
 
 IGNORE_INDEX = -100
 EVAL_SPLIT_SALT = "bioinstruct-eval-split-v1"  # fixed: the held-out split does not move with the seed

@@ -11,10 +11,11 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from bioinstruct.training.checkpoint import write_json_atomic
+from bioinstruct.training.config import TrainConfig
+
 from bioinstruct.adapter_files import AdapterLimits
 from bioinstruct.registry import Manifest, NotFound, Registry
-from training.checkpoint import write_json_atomic
-from training.config import TrainConfig
 
 PUBLISHED = "published.json"
 

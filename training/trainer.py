@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from bioinstruct.training import batching
+from bioinstruct.training import checkpoint as ckpt
+from bioinstruct.training.config import TrainConfig, stable_hash
+from bioinstruct.training.data import IGNORE_INDEX, Example, TrainingData, load_training_data
 
 from bioinstruct.registry import CATEGORIES, Manifest, RegistryError, check_name
 from bioinstruct.settings import CoreSettings, apply_offline_env
-from training import batching
-from training import checkpoint as ckpt
-from training.config import TrainConfig, stable_hash
-from training.data import IGNORE_INDEX, Example, TrainingData, load_training_data
 
 RUN_FORMAT = 1
 
@@ -497,7 +497,7 @@ class _Run:
             summary.update(run_hash=self.run_hash, run_dir=str(self.run_dir))
             ckpt.write_json_atomic(self.run_dir / "metrics.json", summary)
             try:
-                from training.plots import plot_loss_curves
+                from bioinstruct.training.plots import plot_loss_curves
 
                 plot_loss_curves(self.history, self.run_dir / "loss.png",
                                  f"{self.job.name} ({self.job.category}) on {self.base_dir.name}")
@@ -570,7 +570,7 @@ def _summary(history, counters, cfg, plan, total_steps, trainable, world, accele
 
 def _publish_if_asked(job: TrainJob, run_dir: Path, summary: dict[str, Any], base, registry_url: str,
                       cfg: TrainConfig, say) -> Manifest | None:
-    from training.publish import publish_run
+    from bioinstruct.training.publish import publish_run
 
     if not job.publish:
         say(f"not published (--no-publish); the adapter is in {run_dir / 'adapter'}")

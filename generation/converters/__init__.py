@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from generation.converters.bc5cdr import convert_bc5cdr
-from generation.converters.chemprot import convert_chemprot
-from generation.converters.meqsum import convert_meqsum
-from generation.converters.pubmedqa import convert_pubmedqa
-from instruct.records import InstructionRecord
+from bioinstruct.generation.converters.bc5cdr import convert_bc5cdr
+from bioinstruct.generation.converters.chemprot import convert_chemprot
+from bioinstruct.generation.converters.meqsum import convert_meqsum
+from bioinstruct.generation.converters.pubmedqa import convert_pubmedqa
+from bioinstruct.instruct.records import InstructionRecord
 
 CONVERTERS: dict[str, Callable[[Path], list[InstructionRecord]]] = {
     "pubmedqa": convert_pubmedqa,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from generation.datasets import bc5cdr, bc5cdr_text
-from instruct.families import TaskFamily
-from instruct.parsing import find_spans
-from instruct.prompts import DEFAULT_ENTITY_TYPES, entity_output, entity_task
-from instruct.records import InstructionRecord
+from bioinstruct.generation.datasets import bc5cdr, bc5cdr_text
+from bioinstruct.instruct.families import TaskFamily
+from bioinstruct.instruct.parsing import find_spans
+from bioinstruct.instruct.prompts import DEFAULT_ENTITY_TYPES, entity_output, entity_task
+from bioinstruct.instruct.records import InstructionRecord
 
 ENTITY_TYPES = ("Chemical", "Disease")
 assert set(ENTITY_TYPES) == set(DEFAULT_ENTITY_TYPES)

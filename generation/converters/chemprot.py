@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from generation.datasets import chemprot
-from instruct.families import TaskFamily
-from instruct.prompts import CHEMPROT_LABELS, QA_WITH_OPTIONS, pair_relation_question, qa_task
-from instruct.records import InstructionRecord
+from bioinstruct.generation.datasets import chemprot
+from bioinstruct.instruct.families import TaskFamily
+from bioinstruct.instruct.prompts import (
+    CHEMPROT_LABELS,
+    QA_WITH_OPTIONS,
+    pair_relation_question,
+    qa_task,
+)
+from bioinstruct.instruct.records import InstructionRecord
 
 
 def convert_chemprot(data_dir: Path) -> list[InstructionRecord]:

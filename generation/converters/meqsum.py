@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from generation.datasets import meqsum
-from instruct.families import TaskFamily
-from instruct.prompts import question_summary_task
-from instruct.records import InstructionRecord
+from bioinstruct.generation.datasets import meqsum
+from bioinstruct.instruct.families import TaskFamily
+from bioinstruct.instruct.prompts import question_summary_task
+from bioinstruct.instruct.records import InstructionRecord
 
 
 def convert_meqsum(data_dir: Path) -> list[InstructionRecord]:

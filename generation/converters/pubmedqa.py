@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from generation.datasets import pubmedqa
-from instruct.families import TaskFamily
-from instruct.prompts import qa_task
-from instruct.records import InstructionRecord
+from bioinstruct.generation.datasets import pubmedqa
+from bioinstruct.instruct.families import TaskFamily
+from bioinstruct.instruct.prompts import qa_task
+from bioinstruct.instruct.records import InstructionRecord
 
 OPTIONS = ("yes", "no", "maybe")
 

@@ -9,13 +9,19 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from bioinstruct.service.deps import get_admin
+from bioinstruct.service.errors import APIError, responses
+from bioinstruct.service.gateway import Gateway
+from bioinstruct.service.protocol import (
+    AdaptersOut,
+    AdapterVersionOut,
+    AliasOut,
+    AliasRequest,
+    PublishRequest,
+)
 from fastapi import APIRouter, Depends
 
 from bioinstruct.registry import RegistryError, parse_ref
-from service.deps import get_admin
-from service.errors import APIError, responses
-from service.gateway import Gateway
-from service.protocol import AdaptersOut, AdapterVersionOut, AliasOut, AliasRequest, PublishRequest
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 ERRORS = responses(400, 401, 403, 404, 409, 503)

@@ -5,15 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
-
-from service.auth import Caller
-from service.deps import get_caller, get_gateway, until_disconnect
-from service.errors import APIError, ErrorDetail, error_body, responses
-from service.gateway import Gateway
-from service.protocol import (
+from bioinstruct.service.auth import Caller
+from bioinstruct.service.deps import get_caller, get_gateway, until_disconnect
+from bioinstruct.service.errors import APIError, ErrorDetail, error_body, responses
+from bioinstruct.service.gateway import Gateway
+from bioinstruct.service.protocol import (
     CompareRequest,
     CompareResponse,
     CompareResult,
@@ -24,6 +20,9 @@ from service.protocol import (
     QARequest,
     QAResponse,
 )
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 
 router = APIRouter(tags=["tasks"])
 TASK_ERRORS = responses(400, 401, 403, 404, 413, 429, 499, 503, 504)

@@ -13,16 +13,15 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from bioinstruct.instruct.classify import classify_family
+from bioinstruct.instruct.families import TaskFamily
+from bioinstruct.service.auth import Caller
+from bioinstruct.service.deps import get_caller, get_gateway, until_disconnect
+from bioinstruct.service.errors import APIError, responses
+from bioinstruct.service.gateway import Gateway
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
-
-from instruct.classify import classify_family
-from instruct.families import TaskFamily
-from service.auth import Caller
-from service.deps import get_caller, get_gateway, until_disconnect
-from service.errors import APIError, responses
-from service.gateway import Gateway
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 ERRORS = responses(400, 401, 403, 404, 413, 429, 499, 503, 504)
