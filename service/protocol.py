@@ -8,6 +8,7 @@ from bioinstruct.instruct.prompts import CHEMPROT_LABELS, DEFAULT_ENTITY_TYPES
 from bioinstruct.service.errors import ErrorDetail
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -52,6 +53,15 @@ def _no_control_chars(value: str) -> str:
     return value
 
 
+def _integral(value: Any) -> Any:
+    """5.0 is an integer to JSON Schema (and to the OpenAPI schema we publish): accept it."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# A token count (>= 1): an integer, or a float with no fraction (still not "5" or true).
+Count = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
+
+
 class Strict(BaseModel):
     # No coercion ("5" -> 5, 0 -> False): a request that does not match the schema is refused.
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -89,12 +99,12 @@ class QARequest(Strict):
     options: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]] | None = Field(
         None, description=f"2 to {MAX_OPTIONS} distinct options; the answer is always one of them",
         # In the schema; enforced by the validator below with a message that says what to change.
-        json_schema_extra={"minItems": 2, "maxItems": MAX_OPTIONS})
+        json_schema_extra={"minItems": 2, "maxItems": MAX_OPTIONS, "uniqueItems": True})
     method: Literal["logprob", "constrained", "generate"] | None = Field(
         None, description="How an option is chosen: 'logprob' scores each option's likelihood (default), "
         "'constrained' decodes under a choice grammar, 'generate' maps free text to the nearest option")
     adapter: AdapterSpec | None = None
-    max_tokens: int | None = Field(None, ge=1, description="For free answers (no options)")
+    max_tokens: Count | None = Field(None, description="For free answers (no options)")
     temperature: float = Field(0.0, ge=0.0, le=2.0)
 
     @field_validator("question")
@@ -111,7 +121,7 @@ class QARequest(Strict):
             raise ValueError("give at least 2 options, or leave options out for a free answer")
         if len(v) > MAX_OPTIONS:
             raise ValueError(f"at most {MAX_OPTIONS} options are allowed, got {len(v)}")
-        if len({o.casefold() for o in v}) != len(v):
+        if len(set(v)) != len(v):  # exact, as the schema's uniqueItems says ("Yes" and "yes" differ)
             raise ValueError("options must be distinct")
         return v
 
@@ -138,7 +148,7 @@ class ExtractRequest(Strict):
     relations: bool = False
     relation_types: list[Label] = Field(default_factory=lambda: list(CHEMPROT_LABELS), min_length=1, max_length=32)
     adapter: AdapterSpec | None = None
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: Count | None = None
 
     @field_validator("text")
     @classmethod
@@ -172,7 +182,7 @@ class GenerateRequest(Strict):
     instruction: NonBlank
     input: str | None = Field(None, max_length=MAX_TEXT)
     adapter: AdapterSpec | None = None
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: Count | None = None
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     # vLLM refuses more than 4 stop strings: the schema says what the engine accepts.
@@ -223,7 +233,11 @@ class CompareResponse(BaseModel):
 # --- admin --------------------------------------------------------------------------------
 
 class PublishRequest(Strict):
-    path: str = Field(description="A folder on the gateway's filesystem holding a peft LoRA (safetensors)")
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")  # the path pattern looks ahead
+
+    path: str = Field(description="A folder holding a peft LoRA (safetensors), relative to the publish root "
+                      "(BIOINSTRUCT_PUBLISH_ROOT); no absolute paths, no '..'",
+                      pattern=r"^(?![/~])(?!(.*/)?\.\.(/|$)).+$")
     name: Annotated[str, StringConstraints(pattern=rf"^{NAME_PATTERN}$")]
     category: Category
     description: str | None = Field(None, max_length=2000)

@@ -38,3 +38,33 @@ def test_a_wrong_method_gets_405_with_every_method_the_path_allows():
             r = client.request(method, path)
             assert r.status_code == 405 and r.headers["allow"] == allow, (method, path, r.headers.get("allow"))
             assert allow in r.json()["error"]["message"]
+
+
+def test_what_schemathesis_found_schema_valid_but_refused():
+    """Each of these was schema-valid and answered 400 (schemathesis --checks all, ST202)."""
+    from bioinstruct.service.protocol import PublishRequest, QARequest
+
+    schema = create_app(ServiceSettings(max_tokens_limit=100)).openapi()
+    comps = schema["components"]["schemas"]
+    # duplicate options: the schema now says uniqueItems, and the server compares exactly
+    assert comps["QARequest"]["properties"]["options"]["uniqueItems"] is True
+    assert QARequest.model_validate_json('{"question": "q", "options": ["Yes", "yes"]}').options == ["Yes", "yes"]
+    # 5.0 is an integer to JSON Schema
+    assert QARequest.model_validate_json('{"question": "q", "max_tokens": 5.0}').max_tokens == 5
+    for name in ("QARequest", "ExtractRequest", "GenerateRequest"):
+        assert comps[name]["properties"]["max_tokens"]["anyOf"][0]["maximum"] == 100
+    # the publish path: relative, no '..' (the schema's pattern is the rule)
+    pattern = comps["PublishRequest"]["properties"]["path"]["pattern"]
+    import re
+
+    for path, ok in (("runs/x/adapter", True), ("", False), ("/etc", False), ("~/x", False), ("a/../b", False)):
+        assert bool(re.match(pattern, path)) is ok, path
+        try:
+            PublishRequest(path=path, name="x", category="QA")
+            accepted = True
+        except ValueError:
+            accepted = False
+        assert accepted is ok, path
+    # alias and adapter names in paths carry the registry's pattern
+    params = schema["paths"]["/admin/aliases/{alias}"]["put"]["parameters"]
+    assert params[0]["schema"]["pattern"].startswith("^[a-z0-9]")

@@ -37,7 +37,7 @@ LONG = "word " * 6000
         ("/qa", {"question": "x?", "options": []}, 400, ["at least 2 options"]),
         ("/qa", {"question": "x?", "options": ["yes"]}, 400, ["at least 2 options"]),
         ("/qa", {"question": "x?", "options": [f"o{i}" for i in range(40)]}, 400, ["at most 32"]),
-        ("/qa", {"question": "x?", "options": ["yes", "Yes"]}, 400, ["distinct"]),
+        ("/qa", {"question": "x?", "options": ["yes", "yes"]}, 400, ["distinct"]),
         ("/qa", {"question": "x?", "method": "magic", "options": ["a", "b"]}, 400, ["method"]),
         ("/qa", {"question": "x?", "temperature": -1}, 400, ["temperature"]),
         ("/qa", {"question": "x?", "max_tokens": 10**6}, 400, ["limit of 1024"]),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Annotated
 
 from bioinstruct.service.deps import get_admin
 from bioinstruct.service.errors import APIError, responses
@@ -20,10 +21,15 @@ from bioinstruct.service.protocol import (
     PublishRequest,
 )
 from fastapi import APIRouter, Depends
+from fastapi import Path as PathParam
 
-from bioinstruct.registry import RegistryError, parse_ref
+from bioinstruct.registry import NAME_PATTERN, RegistryError, parse_ref
 
 router = APIRouter(prefix="/admin", tags=["admin"])
+# Path parameters say in the schema what the registry accepts (an invalid one is a 400 either way).
+AliasName = Annotated[str, PathParam(pattern=rf"^{NAME_PATTERN}$", description="An alias (not 'base' or 'auto')")]
+AdapterName = Annotated[str, PathParam(pattern=rf"^{NAME_PATTERN}$")]
+Version = Annotated[int, PathParam(ge=1, le=999_999_999)]
 ERRORS = responses(400, 401, 403, 404, 409, 503)
 
 
@@ -81,7 +87,7 @@ async def publish(body: PublishRequest, gw: Gateway = Depends(get_admin)) -> Ada
 
 
 @router.get("/adapters/{name}/{version}", response_model=AdapterVersionOut, responses=ERRORS)
-async def get_version(name: str, version: int, gw: Gateway = Depends(get_admin)) -> AdapterVersionOut:
+async def get_version(name: AdapterName, version: Version, gw: Gateway = Depends(get_admin)) -> AdapterVersionOut:
     manifest = await asyncio.to_thread(gw.registry.manifest, name, version)
     aliases = await asyncio.to_thread(gw.registry.aliases)
     return AdapterVersionOut(ref=manifest.ref, loaded=manifest.ref in gw.adapters.loaded,
@@ -91,7 +97,7 @@ async def get_version(name: str, version: int, gw: Gateway = Depends(get_admin))
 
 @router.delete("/adapters/{name}/{version}", status_code=204, responses=ERRORS,
                summary="Delete a version no alias points at")
-async def delete_version(name: str, version: int, gw: Gateway = Depends(get_admin)) -> None:
+async def delete_version(name: AdapterName, version: Version, gw: Gateway = Depends(get_admin)) -> None:
     ref = f"{name}@{version}"
     if gw.adapters.inflight.get(ref):
         raise APIError(409, f"{ref} is serving requests right now; retry when they finish", code="conflict")
@@ -120,19 +126,19 @@ async def _reconciled(gw: Gateway, alias: str) -> AliasOut:
 
 @router.put("/aliases/{alias}", response_model=AliasOut, responses=ERRORS,
             summary="Point an alias at a version (zero-downtime swap)")
-async def set_alias(alias: str, body: AliasRequest, gw: Gateway = Depends(get_admin)) -> AliasOut:
+async def set_alias(alias: AliasName, body: AliasRequest, gw: Gateway = Depends(get_admin)) -> AliasOut:
     return await _point(gw, alias, body.target)
 
 
 @router.post("/aliases/{alias}/rollback", response_model=AliasOut, responses=ERRORS,
              summary="Point an alias back at its previous version")
-async def rollback(alias: str, gw: Gateway = Depends(get_admin)) -> AliasOut:
+async def rollback(alias: AliasName, gw: Gateway = Depends(get_admin)) -> AliasOut:
     await asyncio.to_thread(gw.registry.rollback, alias)
     return await _reconciled(gw, alias)
 
 
 @router.delete("/aliases/{alias}", status_code=204, responses=ERRORS)
-async def delete_alias(alias: str, gw: Gateway = Depends(get_admin)) -> None:
+async def delete_alias(alias: AliasName, gw: Gateway = Depends(get_admin)) -> None:
     await asyncio.to_thread(gw.registry.delete_alias, alias)
     if gw.supervisor.ready:
         await gw.adapters.reconcile()

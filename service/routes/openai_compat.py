@@ -84,6 +84,10 @@ def _check(gw: Gateway, body: dict[str, Any]) -> None:
     if not isinstance(model, str) or not model.strip():
         raise APIError(400, "'model' is required: an alias, a pinned version <name>@<version>, or "
                        f"'{gw.engine_settings.served_name}' (GET /v1/models lists them)", param="model")
+    for key in ("max_tokens", "max_completion_tokens", "n", "min_tokens", "logprobs", "top_logprobs", "seed"):
+        value = body.get(key)
+        if isinstance(value, float) and value.is_integer():
+            body[key] = int(value)  # 5.0 is an integer to JSON Schema (and to our published schema)
     for key in ("max_tokens", "max_completion_tokens"):
         value = body.get(key)
         if value is None:
@@ -141,7 +145,7 @@ def document_request_bodies(openapi: dict[str, Any], max_tokens_limit: int) -> N
         "n": {"type": "integer", "minimum": 1, "maximum": MAX_N},
         "temperature": {"type": "number", "minimum": 0, "maximum": 2},
         "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-        "seed": {"type": "integer"},
+        "seed": {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
         "stream": {"type": "boolean"},
         "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]},
         "min_tokens": {"type": "integer", "minimum": 0, "description": "At most max_tokens"},
@@ -177,6 +181,12 @@ def document_request_bodies(openapi: dict[str, Any], max_tokens_limit: int) -> N
         operation = openapi.get("paths", {}).get(path, {}).get("post")
         if operation is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+    # The task routes' max_tokens has the same server limit (Gateway.budget).
+    for name in ("QARequest", "ExtractRequest", "GenerateRequest"):
+        prop = openapi.get("components", {}).get("schemas", {}).get(name, {}).get("properties", {}).get("max_tokens")
+        for variant in (prop or {}).get("anyOf", [prop] if prop else []):
+            if variant.get("type") == "integer":
+                variant["maximum"] = max_tokens_limit
 
 
 def _prompt_count(prompt: Any) -> int:
