@@ -35,7 +35,11 @@ AdapterSpec = Annotated[
         examples=["auto", "qa", "bioinstruct-qa@1", "base"],
     ),
 ]
-NonBlank = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
+# What _not_blank and _no_control_chars accept, said in the schema (the validators keep the
+# clearer messages): some non-space character, no control characters but newline, CR and tab.
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*[^\s\x00-\x1f][^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
+NonBlank = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT),
+                     Field(json_schema_extra={"pattern": TEXT_PATTERN})]
 Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40,
                                          pattern=r"^[A-Za-z][A-Za-z0-9 _/-]*$")]
 
@@ -233,11 +237,10 @@ class CompareResponse(BaseModel):
 # --- admin --------------------------------------------------------------------------------
 
 class PublishRequest(Strict):
-    model_config = ConfigDict(extra="forbid", regex_engine="python-re")  # the path pattern looks ahead
-
     path: str = Field(description="A folder holding a peft LoRA (safetensors), relative to the publish root "
                       "(BIOINSTRUCT_PUBLISH_ROOT); no absolute paths, no '..'",
-                      pattern=r"^(?![/~])(?!(.*/)?\.\.(/|$)).+$")
+                      # In the schema; the admin route checks it with messages that say what to change.
+                      json_schema_extra={"pattern": r"^(?![/~])(?!(.*/)?\.\.(/|$)).+$"})
     name: Annotated[str, StringConstraints(pattern=rf"^{NAME_PATTERN}$")]
     category: Category
     description: str | None = Field(None, max_length=2000)

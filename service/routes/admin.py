@@ -67,7 +67,7 @@ def _publish_folder(gw: Gateway, relative: str) -> Path:
     if not real.is_relative_to(root.resolve()):
         raise APIError(400, "'path' resolves outside the publish root (a symlink?)", param="path", code="unsafe_path")
     if not real.is_dir():
-        raise APIError(400, f"no folder {relative!r} under the publish root", param="path", code="not_found")
+        raise APIError(404, f"no folder {relative!r} under the publish root", param="path", code="not_found")
     return real
 
 
