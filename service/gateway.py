@@ -160,13 +160,6 @@ class Gateway:
             raise APIError(503, f"the engine is {self.supervisor.current_state}; retry shortly",
                            code="engine_unavailable", headers={"Retry-After": "5"})
 
-    def target_for(self, spec: str | None, family: TaskFamily, route_default: str, caller: Caller) -> Target:
-        # Only an omitted adapter may fall back to base when the route's default alias is not
-        # published; one the caller names must exist (404 otherwise), or a typo is served silently.
-        target = self.adapters.resolve(spec or route_default, family, base_if_unpublished=not spec)
-        caller.check(target)
-        return target
-
     @asynccontextmanager
     async def serving(self, spec: str | None, family: TaskFamily, route_default: str, caller: Caller,
                       state: Any = None) -> AsyncIterator[Target]:
@@ -177,7 +170,10 @@ class Gateway:
         without taking a slot."""
         self.require_engine()
         async with self.admission.slot():
-            target = self.target_for(spec, family, route_default, caller)
+            # Only an omitted adapter may fall back to base when the route's default alias is not
+            # published; one the caller names must exist (404 otherwise), or a typo is served silently.
+            target = self.adapters.resolve(spec or route_default, family, base_if_unpublished=not spec)
+            caller.check(target)
             async with self.adapters.lease(target, state):
                 yield target
 
