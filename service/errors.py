@@ -78,14 +78,23 @@ def error_response(status: int, message: str, *, param=None, code=None, headers=
 
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     parts, first_param = [], None
+    body = getattr(exc, "body", None)
     for err in exc.errors()[:5]:
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        # A tagged union (/compare's `route`) puts the tag first in loc: the caller's field is after it.
+        if loc and isinstance(body, dict) and loc[0] == body.get("route"):
+            loc = loc[1:]
         param = ".".join(loc) or None
         first_param = first_param or param
         msg = err.get("msg", "invalid value")
         if err.get("type") == "json_invalid":
             ctx = err.get("ctx", {}).get("error", "")
             parts.append(f"the request body is not valid JSON ({ctx}); send a JSON object")
+            continue
+        if err.get("type") == "union_tag_not_found":
+            field = err.get("ctx", {}).get("discriminator", "").strip("'")
+            parts.append(f"'{field}' is required")
+            first_param = first_param or field
             continue
         if err.get("type") == "missing":
             parts.append(f"'{param}' is required")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from bioinstruct.instruct.prompts import CHEMPROT_LABELS, DEFAULT_ENTITY_TYPES
 from bioinstruct.service.errors import ErrorDetail
@@ -96,7 +96,9 @@ class Served(BaseModel):
 
 # --- /qa ----------------------------------------------------------------------------------
 
-class QARequest(Strict):
+class QAInput(Strict):
+    """A /qa body without the adapter: what /compare sends to each adapter."""
+
     question: NonBlank
     context: str | list[Annotated[str, StringConstraints(max_length=MAX_TEXT)]] | None = Field(
         None, description="A passage or a list of passages (e.g. abstract sections)")
@@ -107,7 +109,6 @@ class QARequest(Strict):
     method: Literal["logprob", "constrained", "generate"] | None = Field(
         None, description="How an option is chosen: 'logprob' scores each option's likelihood (default), "
         "'constrained' decodes under a choice grammar, 'generate' maps free text to the nearest option")
-    adapter: AdapterSpec | None = None
     max_tokens: Count | None = Field(None, description="For free answers (no options)")
     temperature: float = Field(0.0, ge=0.0, le=2.0)
 
@@ -136,6 +137,10 @@ class QARequest(Strict):
         return len(self.context) if isinstance(self.context, str) else sum(map(len, self.context))
 
 
+class QARequest(QAInput):
+    adapter: AdapterSpec | None = None
+
+
 class QAResponse(Served):
     answer: str
     answer_index: int | None = Field(None, description="Index of the answer in options")
@@ -146,18 +151,21 @@ class QAResponse(Served):
 
 # --- /extract -----------------------------------------------------------------------------
 
-class ExtractRequest(Strict):
+class ExtractInput(Strict):
     text: NonBlank
     entity_types: list[Label] = Field(default_factory=lambda: list(DEFAULT_ENTITY_TYPES), min_length=1, max_length=16)
     relations: bool = False
     relation_types: list[Label] = Field(default_factory=lambda: list(CHEMPROT_LABELS), min_length=1, max_length=32)
-    adapter: AdapterSpec | None = None
     max_tokens: Count | None = None
 
     @field_validator("text")
     @classmethod
     def _t(cls, v: str) -> str:
         return _no_control_chars(_not_blank(v, "text"))  # type: ignore[arg-type]
+
+
+class ExtractRequest(ExtractInput):
+    adapter: AdapterSpec | None = None
 
 
 class EntityOut(BaseModel):
@@ -182,21 +190,24 @@ class ExtractResponse(Served):
 
 # --- /generate ----------------------------------------------------------------------------
 
-class GenerateRequest(Strict):
+class GenerateInput(Strict):
     instruction: NonBlank
     input: str | None = Field(None, max_length=MAX_TEXT)
-    adapter: AdapterSpec | None = None
     max_tokens: Count | None = None
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     # vLLM refuses more than 4 stop strings: the schema says what the engine accepts.
     stop: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] | None = Field(None, max_length=4)
-    stream: bool = False
 
     @field_validator("instruction")
     @classmethod
     def _i(cls, v: str) -> str:
         return _no_control_chars(_not_blank(v, "instruction"))  # type: ignore[arg-type]
+
+
+class GenerateRequest(GenerateInput):
+    adapter: AdapterSpec | None = None
+    stream: bool = False
 
 
 class GenerateResponse(Served):
@@ -207,18 +218,56 @@ class GenerateResponse(Served):
 
 # --- /compare -----------------------------------------------------------------------------
 
-class CompareRequest(Strict):
-    route: Literal["qa", "extract", "generate"]
-    request: dict[str, Any] = Field(description="A body for the route, without 'adapter'")
-    adapters: list[AdapterSpec] = Field(min_length=1, max_length=8)
+def _compare_body(value: Any) -> Any:
+    """Say what to change for the two keys a route's body has and /compare's does not."""
+    if isinstance(value, dict):
+        if "adapter" in value:
+            raise ValueError("put adapters in 'adapters', not in 'request.adapter'")
+        if "stream" in value:
+            raise ValueError("streaming is not available in /compare; leave 'stream' out")
+    return value
 
-    @model_validator(mode="after")
-    def _check(self) -> CompareRequest:
-        if len(set(self.adapters)) != len(self.adapters):
+
+class _Compare(Strict):
+    # The route's request model, given an adapter: one per adapter in `bodies()`.
+    _target: ClassVar[type[Strict]]
+    adapters: list[AdapterSpec] = Field(min_length=1, max_length=8, json_schema_extra={"uniqueItems": True})
+
+    @field_validator("adapters")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
             raise ValueError("adapters must be distinct")
-        if self.request.get("stream"):
-            raise ValueError("streaming is not available in /compare")
-        return self
+        return v
+
+    def bodies(self) -> list[Any]:
+        given = self.request.model_dump(exclude_unset=True)  # type: ignore[attr-defined]
+        return [self._target(**given, adapter=a) for a in self.adapters]
+
+
+class CompareQA(_Compare):
+    _target = QARequest
+    route: Literal["qa"]
+    request: Annotated[QAInput, BeforeValidator(_compare_body)] = Field(description="A /qa body, without 'adapter'")
+
+
+class CompareExtract(_Compare):
+    _target = ExtractRequest
+    route: Literal["extract"]
+    request: Annotated[ExtractInput, BeforeValidator(_compare_body)] = Field(
+        description="An /extract body, without 'adapter'")
+
+
+class CompareGenerate(_Compare):
+    _target = GenerateRequest
+    route: Literal["generate"]
+    request: Annotated[GenerateInput, BeforeValidator(_compare_body)] = Field(
+        description="A /generate body, without 'adapter' and 'stream'")
+
+
+# The schema says which body each route takes (oneOf on `route`), so a client or a fuzzer
+# knows that {"route": "qa", "request": {"instruction": ...}} is wrong before sending it.
+CompareRequest = Annotated[CompareQA | CompareExtract | CompareGenerate, Field(discriminator="route")]
 
 
 class CompareResult(BaseModel):

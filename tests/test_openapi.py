@@ -63,3 +63,60 @@ def test_what_schemathesis_found_schema_valid_but_refused():
     # alias and adapter names in paths carry the registry's pattern
     params = schema["paths"]["/admin/aliases/{alias}"]["put"]["parameters"]
     assert params[0]["schema"]["pattern"].startswith("^[a-z0-9]")
+
+
+def test_compare_schema_says_which_body_each_route_takes():
+    """/compare's `request` was a free object: a route's wrong body ({"route": "qa", "request":
+    {"instruction": ...}}) was schema-valid and refused (schemathesis). Now a oneOf on `route`."""
+    from fastapi.testclient import TestClient
+
+    app = create_app(ServiceSettings(max_tokens_limit=100))
+    schema = app.openapi()
+    body = schema["paths"]["/compare"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    mapping = body["discriminator"]["mapping"]
+    assert body["discriminator"]["propertyName"] == "route" and set(mapping) == {"qa", "extract", "generate"}
+    comps = schema["components"]["schemas"]
+    requests = {route: comps[ref.rsplit("/", 1)[1]]["properties"]["request"]["$ref"].rsplit("/", 1)[1]
+                for route, ref in mapping.items()}
+    assert requests == {"qa": "QAInput", "extract": "ExtractInput", "generate": "GenerateInput"}
+    for name in requests.values():  # the body of each route, without the adapter (and without stream)
+        props = comps[name]["properties"]
+        assert "adapter" not in props and "stream" not in props
+        assert comps[name]["additionalProperties"] is False
+        assert props["max_tokens"]["anyOf"][0]["maximum"] == 100
+    assert comps["QAInput"]["required"] == ["question"] and comps["GenerateInput"]["required"] == ["instruction"]
+
+    from bioinstruct.service.deps import get_caller, get_gateway
+
+    # No engine: these bodies are refused by validation, before any handler could use a gateway.
+    app.dependency_overrides[get_gateway] = app.dependency_overrides[get_caller] = lambda: None
+    client = TestClient(app)
+    cases = [
+        ({"route": "qa", "adapters": ["base"], "request": {"instruction": "Say hi."}}, "request.question"),
+        ({"route": "qa", "adapters": ["base"], "request": {"question": "q", "adapter": "qa"}}, "request"),
+        ({"route": "generate", "adapters": ["base"], "request": {"instruction": "hi", "stream": True}}, "request"),
+        ({"route": "extract", "adapters": ["base", "base"], "request": {"text": "x"}}, "adapters"),
+        ({"adapters": ["base"], "request": {"text": "x"}}, "route"),
+    ]
+    messages = []
+    for payload, param in cases:
+        r = client.post("/compare", json=payload)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == param, r.json()
+        messages.append(r.json()["error"]["message"])
+    assert "'request.question' is required" in messages[0]
+    assert "put adapters in 'adapters'" in messages[1] and "streaming is not available" in messages[2]
+    assert "distinct" in messages[3] and "'route' is required" in messages[4]
+
+
+def test_compare_sends_the_same_body_to_each_adapter():
+    from bioinstruct.service.protocol import CompareRequest, ExtractRequest
+    from pydantic import TypeAdapter
+
+    req = TypeAdapter(CompareRequest).validate_python(
+        {"route": "extract", "adapters": ["base", "ie@2"], "request": {"text": "Aspirin.", "max_tokens": 5.0}})
+    bodies = req.bodies()
+    assert [type(b) for b in bodies] == [ExtractRequest, ExtractRequest]
+    assert [b.adapter for b in bodies] == ["base", "ie@2"]
+    assert {b.text for b in bodies} == {"Aspirin."} and {b.max_tokens for b in bodies} == {5}
+    assert bodies[0].entity_types == ExtractRequest(text="x").entity_types  # defaults as for /extract

@@ -22,7 +22,6 @@ from bioinstruct.service.protocol import (
 )
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
 
 router = APIRouter(tags=["tasks"])
 TASK_ERRORS = responses(400, 401, 403, 404, 413, 429, 499, 503, 504)
@@ -57,36 +56,21 @@ async def generate(body: GenerateRequest, request: Request, gw: Gateway = Depend
     return await until_disconnect(request, gw.generate(body, caller, request.state))
 
 
-_ROUTES = {
-    "qa": (QARequest, "qa"),
-    "extract": (ExtractRequest, "extract"),
-    "generate": (GenerateRequest, "generate"),
-}
-
-
 @router.post("/compare", response_model=CompareResponse, responses=TASK_ERRORS,
              summary="Send one request to several adapters at once and get the answers side by side")
 async def compare(body: CompareRequest, request: Request, gw: Gateway = Depends(get_gateway),
                   caller: Caller = Depends(get_caller)) -> CompareResponse:
     started = time.perf_counter()
-    model_cls, method = _ROUTES[body.route]
-    if "adapter" in body.request:
-        raise APIError(400, "put adapters in 'adapters', not in 'request.adapter'", param="request.adapter")
-    try:
-        bodies = [model_cls.model_validate({**body.request, "adapter": a}) for a in body.adapters]
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        raise APIError(400, f"request.{loc}: {first.get('msg')}", param=f"request.{loc}") from None
+    serve = getattr(gw, body.route)  # Gateway.qa, .extract, .generate
 
     async def one(item) -> CompareResult:
         try:
-            result = await getattr(gw, method)(item, caller)
+            result = await serve(item, caller)
             return CompareResult(adapter=item.adapter, status=200, response=result.model_dump())
         except APIError as exc:
             err = error_body(exc.status, exc.message, exc.param, exc.code)["error"]
             return CompareResult(adapter=item.adapter, status=exc.status, error=ErrorDetail(**err))
 
-    results = await until_disconnect(request, asyncio.gather(*(one(b) for b in bodies)))
+    results = await until_disconnect(request, asyncio.gather(*(one(b) for b in body.bodies())))
     return CompareResponse(route=body.route, results=list(results),
                            latency_ms=round((time.perf_counter() - started) * 1000, 2))
