@@ -13,7 +13,6 @@ from pydantic import (
     Field,
     StringConstraints,
     field_validator,
-    model_validator,
 )
 
 from bioinstruct.registry import NAME_PATTERN, REF_PATTERN, VERSION_PATTERN, Category
