@@ -23,14 +23,17 @@ gate() {  # alias-to-create candidate task dev-items
   $BIN/bioinstruct eval gate --alias "$1" --candidate "$2" --task "$3" --limit "$4" --min-delta 0.01 \
     --base-url "$URL" --admin-token eval-admin --concurrency 8 --no-progress --out "$OUT/gate-$1" || true
 }
-cell() {  # task adapter limit
-  local name="$1-$2"
+cell() {  # task adapter limit [split]
+  local name="$1-$2${4:+-$4}"
   local args=(--task "$1" --adapter "$2" --base-url "$URL" --concurrency 8 --out "$OUT/$name" --no-progress)
   [ "$3" != all ] && args+=(--limit "$3")
+  [ -n "${4:-}" ] && args+=(--split "$4")
   $BIN/bioinstruct eval "${args[@]}"
 }
-# Cells: TASK:ADAPTER:LIMIT (a test-split evaluation; LIMIT 'all' = the whole split), or
-# gate:ALIAS:CANDIDATE:TASK:LIMIT (the quality gate on the task's dev split).
+# Cells: TASK:ADAPTER:LIMIT[:SPLIT] (an evaluation, test split unless named; LIMIT 'all' = the
+# whole split), gate:ALIAS:CANDIDATE:TASK:LIMIT (the quality gate on the task's dev split), or
+# publish:FOLDER:NAME:CATEGORY:ALIAS (an experiment's adapter into this run's registry, which
+# the gateway picks up: `bioinstruct adapters publish`, the same checks as the admin API).
 CELLS=("$@")
 if [ ${#CELLS[@]} -eq 0 ]; then
   CELLS=(gate:ie-gated:bioinstruct-ie@1:bc5cdr:200 gate:gen-gated:bioinstruct-gen@1:mediqa_qs:50
@@ -38,11 +41,15 @@ if [ ${#CELLS[@]} -eq 0 ]; then
          mediqa_qs:base:all mediqa_qs:gen:all bc5cdr:gen:300 meqsum_heldout:ie:all mediqa_qs:ie:all)
 fi
 for c in "${CELLS[@]}"; do
-  if [[ $c == gate:* ]]; then
+  if [[ $c == publish:* ]]; then
+    IFS=: read -r _ folder name category alias <<< "$c"
+    $BIN/bioinstruct adapters publish "$folder" --name "$name" --category "$category" --alias "$alias" --registry "$REG"
+    sleep 5  # the gateway's registry poll
+  elif [[ $c == gate:* ]]; then
     IFS=: read -r _ alias candidate task limit <<< "$c"
     gate "$alias" "$candidate" "$task" "$limit"
   else
-    IFS=: read -r task adapter limit <<< "$c"
-    cell "$task" "$adapter" "$limit"
+    IFS=: read -r task adapter limit split <<< "$c"
+    cell "$task" "$adapter" "$limit" "$split"
   fi
 done

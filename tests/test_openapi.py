@@ -120,3 +120,21 @@ def test_compare_sends_the_same_body_to_each_adapter():
     assert [b.adapter for b in bodies] == ["base", "ie@2"]
     assert {b.text for b in bodies} == {"Aspirin."} and {b.max_tokens for b in bodies} == {5}
     assert bodies[0].entity_types == ExtractRequest(text="x").entity_types  # defaults as for /extract
+
+
+def test_v1_completions_schema_says_prompts_times_n_at_most_the_limit():
+    """schemathesis found `{"prompt": ["a", "b", "c"], "n": 3}` schema-valid and refused (9 > 8
+    sequences): the schema now holds the same rule as `_check`, exactly."""
+    import jsonschema
+
+    schema = create_app(ServiceSettings()).openapi()
+    body = schema["paths"]["/v1/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    validator = jsonschema.Draft202012Validator(body)
+    for k in range(1, MAX_N + 1):
+        for n in range(1, MAX_N + 1):
+            for prompt in (["p"] * k, [[1, 2]] * k):
+                ok = validator.is_valid({"model": "qa", "prompt": prompt, "n": n})
+                assert ok == (k * n <= MAX_N), (k, n, prompt[:1])
+    # one prompt given as token ids is one sequence per n, however many ids it has
+    assert validator.is_valid({"model": "qa", "prompt": list(range(50)), "n": MAX_N})
+    assert not validator.is_valid({"model": "qa", "prompt": "p", "n": MAX_N + 1})

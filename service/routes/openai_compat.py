@@ -163,6 +163,7 @@ def document_request_bodies(openapi: dict[str, Any], max_tokens_limit: int) -> N
             "echo": {"type": "boolean"},
             "logprobs": logprobs_n,
         },
+        "allOf": _sequence_rules(),
     }
     message = {"type": "object", "required": ["role", "content"], "additionalProperties": True,
                "properties": {"role": {"type": "string"},
@@ -187,6 +188,19 @@ def document_request_bodies(openapi: dict[str, Any], max_tokens_limit: int) -> N
         for variant in (prop or {}).get("anyOf", [prop] if prop else []):
             if variant.get("type") == "integer":
                 variant["maximum"] = max_tokens_limit
+
+
+def _sequence_rules() -> list[dict[str, Any]]:
+    """prompts x n <= MAX_N in JSON Schema: a list of k prompts (strings or token-id lists, not a
+    list of token ids, which is one prompt) allows n up to MAX_N // k, one rule per step down."""
+    rules, cap = [], MAX_N
+    for k in range(2, MAX_N + 1):
+        if MAX_N // k < cap:
+            cap = MAX_N // k
+            prompts = {"type": "array", "minItems": k, "items": {"type": ["string", "array"]}}
+            rules.append({"if": {"properties": {"prompt": prompts}, "required": ["prompt"]},
+                          "then": {"properties": {"n": {"maximum": cap}}}})
+    return rules
 
 
 def _prompt_count(prompt: Any) -> int:
