@@ -41,6 +41,8 @@ lint: $(STAMP)
 # converted, decontaminated training files first, then each recipe (resumable).
 adapters: model
 	$(BIN)/bioinstruct convert
+	$(BIN)/bioinstruct decontaminate data/converted/meqsum.train.jsonl reports/generation/selfinstruct.jsonl \
+		--train-dir data/train-si --report-dir data/reports-si  # gen's data: MeQSum + Self-Instruct
 	$(BIN)/python scripts/ship_adapters.py train
 
 bench: model
