@@ -42,7 +42,7 @@ class EngineSettings(BaseSettings):
     dtype: str | None = None  # default: float32 on CPU (bf16 is ~6x slower on AVX2), auto on GPU
     max_model_len: int = 4096
     max_num_seqs: int | None = None
-    max_loras: int = 4  # adapters in one batch; >= hot task adapters (qa, ie, gen) + one swapping in
+    max_loras: int = 4  # adapters in one batch: the shipped four (qa, ie, gen, all); one more swaps in by LRU eviction
     max_cpu_loras: int = 8
     max_lora_rank: int = DEFAULT_MAX_LORA_RANK
     enable_lora: bool = True  # False: plain vLLM, base model only (benchmarks' ceiling)
