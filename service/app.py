@@ -60,10 +60,12 @@ def create_app(
 
     def openapi() -> dict:
         # The /v1 bodies are relayed, not parsed into models: their schema is written out, with
-        # this server's limits (openai_compat.document_request_bodies).
+        # this server's limits (openai_compat.document_request_bodies); the task routes' token
+        # limit is a setting too (inference.document_token_limit).
         if app.openapi_schema is None:
             schema = default_openapi()
             openai_compat.document_request_bodies(schema, settings.max_tokens_limit)
+            inference.document_token_limit(schema, settings.max_tokens_limit)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -56,6 +56,17 @@ async def generate(body: GenerateRequest, request: Request, gw: Gateway = Depend
     return await until_disconnect(request, gw.generate(body, caller, request.state))
 
 
+def document_token_limit(openapi: dict, max_tokens_limit: int) -> None:
+    """The task routes' max_tokens (and /compare's bodies of them) in the schema with this
+    server's limit (BIOINSTRUCT_MAX_TOKENS_LIMIT, enforced by Gateway.budget): a setting, so
+    not in the pydantic models."""
+    for component in openapi.get("components", {}).get("schemas", {}).values():
+        prop = component.get("properties", {}).get("max_tokens")
+        for variant in (prop or {}).get("anyOf", [prop] if prop else []):
+            if variant.get("type") == "integer":
+                variant["maximum"] = max_tokens_limit
+
+
 @router.post("/compare", response_model=CompareResponse, responses=TASK_ERRORS,
              summary="Send one request to several adapters at once and get the answers side by side")
 async def compare(body: CompareRequest, request: Request, gw: Gateway = Depends(get_gateway),

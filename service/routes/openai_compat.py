@@ -182,12 +182,6 @@ def document_request_bodies(openapi: dict[str, Any], max_tokens_limit: int) -> N
         operation = openapi.get("paths", {}).get(path, {}).get("post")
         if operation is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
-    # The task routes' max_tokens (and /compare's bodies of them) has the same server limit (Gateway.budget).
-    for component in openapi.get("components", {}).get("schemas", {}).values():
-        prop = component.get("properties", {}).get("max_tokens")
-        for variant in (prop or {}).get("anyOf", [prop] if prop else []):
-            if variant.get("type") == "integer":
-                variant["maximum"] = max_tokens_limit
 
 
 def _sequence_rules() -> list[dict[str, Any]]:
