@@ -91,3 +91,22 @@ def test_targets_outside_the_engine_lora_layers_are_refused_before_training(targ
     with pytest.raises(ValueError, match="outside the serving engine's LoRA layers"):
         TrainConfig.model_validate(_overrides(target_modules=targets))
     assert TrainConfig.model_validate(_overrides(target_modules="q_proj,v_proj,o_proj")).target_modules
+
+
+def test_data_format_is_a_setting_whose_effect_is_in_the_data_fingerprint():
+    base = load_config("cpu-smollm2")
+    assert base.data_format == "auto"
+    forced = load_config("cpu-smollm2", {"data_format": "messages"})
+    assert forced.data_format == "messages"
+    # "auto" and the format it detects are the same run: the detected format goes into the data fingerprint
+    assert forced.hash_payload() == base.hash_payload() and "data_format" not in base.hash_payload()
+    with pytest.raises(ConfigError, match=r"data_format: .*'alpaca'.*\(got 'sharegpt'\)"):
+        load_config("cpu-smollm2", {"data_format": "sharegpt"})
+
+
+def test_cli_rejects_an_unknown_format_without_a_traceback(tmp_path):
+    from bioinstruct.cli import _register_subcommands, app
+
+    _register_subcommands()
+    res = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "x.jsonl"), "--format", "sharegpt"])
+    assert res.exit_code == 2 and "data_format" in res.output and "Traceback" not in res.output

@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
-from bioinstruct.instruct.format import render_example, render_prompt
+from bioinstruct.instruct.format import SYSTEM_PROMPTS, render_example, render_prompt, user_content
 from bioinstruct.instruct.prompts import qa_task
 from bioinstruct.instruct.records import InstructionRecord
 from bioinstruct.training import batching
@@ -15,6 +15,7 @@ from bioinstruct.training.data import (
     IGNORE_INDEX,
     DataError,
     load_training_data,
+    read_data_file,
     read_records,
     tokenize_record,
 )
@@ -134,3 +135,230 @@ def test_bad_data_is_reported_with_file_and_line(tmp_path):
         read_records(path)
     with pytest.raises(DataError, match="does not exist"):
         read_records(tmp_path / "missing.jsonl")
+
+
+# --- the formats people have (training/formats.py) --------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "TRAINING.md"
+
+
+def _native_qa() -> dict:
+    return _record(7, words=4, output="Yes, in most trials.")
+
+
+def _as_formats(native: dict) -> dict[str, dict]:
+    """The native record written in each foreign format, as its users would write it."""
+    system = SYSTEM_PROMPTS[native["category"]]
+    user = user_content(native["instruction"], native["input"])
+    return {
+        "alpaca": {"instruction": native["instruction"], "input": native["input"], "output": native["output"],
+                   "source": "some-dataset", "meta": {"split": "train"}},  # extra keys are tolerated
+        "prompt-completion": {"prompt": user, "completion": native["output"], "id": 17},
+        "prompt-completion (conversational)": {
+            "prompt": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            "completion": [{"role": "assistant", "content": native["output"]}]},
+        "messages": {"messages": [{"role": "system", "content": system}, {"role": "user", "content": user},
+                                  {"role": "assistant", "content": native["output"]}]},
+        "messages (no system turn)": {"messages": [{"role": "user", "content": user},
+                                                   {"role": "assistant", "content": native["output"]}]},
+    }
+
+
+@pytest.mark.parametrize("variant", list(_as_formats(_native_qa())))
+def test_each_format_trains_on_the_native_records_exact_tokens(tokenizer, tmp_path, variant):
+    native = InstructionRecord.model_validate(_native_qa())
+    obj = _as_formats(_native_qa())[variant]
+    path = _write(tmp_path / "d.jsonl", [obj])
+    fmt, (rec,) = read_data_file(path, category="QA")
+    assert fmt == variant.split(" ")[0]
+    # mapped faithfully: the user turn is split back into instruction and input where ours joined them
+    assert (rec.category, rec.instruction, rec.input, rec.output) == (
+        native.category, native.instruction, native.input, native.output)
+    ours = render_example(tokenizer, native.category, native.instruction, native.input, native.output)
+    theirs = render_example(tokenizer, rec.category, rec.instruction, rec.input, rec.output)
+    assert theirs == ours  # byte-identical prompt and completion
+    ex_ours, _ = tokenize_record(tokenizer, native, 1024, "drop")
+    ex_theirs, _ = tokenize_record(tokenizer, rec, 1024, "drop")
+    assert ex_theirs.input_ids == ex_ours.input_ids and ex_theirs.labels == ex_ours.labels
+    assert rec.provenance["format"] == fmt
+
+
+def test_the_docs_examples_are_one_example_in_every_format(tokenizer, tmp_path):
+    """The JSONL block of docs/TRAINING.md "Data formats": each line read alone gives the same example."""
+    section = DOCS.read_text().split("## Data formats", 1)[1]
+    block = section.split("```jsonl\n", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert len(lines) == 5
+    rendered, formats = set(), []
+    for i, line in enumerate(lines):
+        fmt, (rec,) = read_data_file(_write(tmp_path / f"{i}.jsonl", [json.loads(line)]), category="QA")
+        formats.append(fmt)
+        rendered.add(render_example(tokenizer, rec.category, rec.instruction, rec.input, rec.output))
+    assert formats == ["bioinstruct", "prompt-completion", "prompt-completion", "messages", "alpaca"]
+    assert len(rendered) == 1
+
+
+def test_a_foreign_system_turn_goes_ahead_of_the_instruction(tokenizer, tmp_path):
+    obj = {"messages": [{"role": "system", "content": "You are a pharmacologist. "},
+                        {"role": "user", "content": "List the drugs in: aspirin and warfarin interact."},
+                        {"role": "assistant", "content": "aspirin; warfarin"}]}
+    (rec,) = read_records(_write(tmp_path / "m.jsonl", [obj]), category="IE")
+    assert rec.category == "IE" and rec.input == ""
+    assert rec.instruction == "You are a pharmacologist.\n\nList the drugs in: aspirin and warfarin interact."
+    prompt, completion = render_example(tokenizer, rec.category, rec.instruction, rec.input, rec.output)
+    # the family's system prompt is the one served; the record's own instructions reach the model too
+    assert SYSTEM_PROMPTS["IE"] in prompt and "You are a pharmacologist.\n\nList the drugs" in prompt
+    assert completion.startswith("aspirin; warfarin")
+
+
+def test_the_family_comes_from_the_record_then_its_system_prompt_then_the_option(tmp_path):
+    rows = [
+        {"instruction": "Summarise.", "output": "A summary.", "category": "gen"},  # its own (any case) wins
+        {"instruction": "Answer.", "output": "yes", "category": "biology"},  # not a family: the option's
+        {"instruction": "Answer.", "output": "no"},  # none: the option's
+        {"messages": [{"role": "system", "content": SYSTEM_PROMPTS["IE"]}, {"role": "user", "content": "x"},
+                      {"role": "assistant", "content": "y"}]},  # our IE system prompt says IE
+    ]
+    alpaca = _write(tmp_path / "a.jsonl", rows[:3])
+    assert [r.category for r in read_records(alpaca, category="QA")] == ["GEN", "QA", "QA"]
+    assert read_records(_write(tmp_path / "m.jsonl", rows[3:]))[0].category == "IE"
+    # without the option, a record that carries no family is an error that says what to pass
+    for category in (None, "ALL"):
+        with pytest.raises(DataError, match=r"a\.jsonl:2: no task family: the record has category 'biology'.*"
+                                            r"pass --category QA\|IE\|GEN\|OTHER"):
+            read_records(alpaca, category=category)
+    with pytest.raises(DataError, match=r"b\.jsonl:1: no task family: the record carries no 'category'"):
+        read_records(_write(tmp_path / "b.jsonl", rows[2:3]))
+
+
+def test_records_without_ids_get_content_ids_so_dedup_and_the_split_still_work(tokenizer, tmp_path):
+    pairs = [(f"Is statin {i} safe in pregnancy?", ["yes", "no"][i % 2]) for i in range(12)]
+    alpaca = _write(tmp_path / "a.jsonl", [{"instruction": q, "output": a} for q, a in pairs])
+    chats = _write(tmp_path / "m.jsonl", [_msg(("user", q), ("assistant", a)) for q, a in pairs])
+    a_ids = [r.id for r in read_records(alpaca, category="QA")]
+    assert a_ids == [r.id for r in read_records(chats, category="QA")]  # same example, same id
+    assert len(set(a_ids)) == 12 and all(i.startswith("content:") for i in a_ids)
+    assert a_ids == [r.id for r in read_records(alpaca, category="QA")]  # deterministic
+    data = load_training_data(tokenizer, [alpaca, chats], max_length=256, eval_fraction=0.2, category="QA")
+    assert data.stats["records_read"] == 24 and data.stats["duplicate_ids_skipped"] == 12
+    assert [f.format for f in data.files] == ["alpaca", "messages"]
+    assert data.files[1].as_dict()["format"] == "messages"
+    # a record's own id is kept, and so is a source id that --exclude-ids-file can match
+    own_ids = _write(tmp_path / "p.jsonl", [{"prompt": "q", "completion": "a", "id": 5, "pmid": "123"}])
+    (rec,) = read_records(own_ids, category="QA")
+    assert rec.id == "5" and rec.provenance["pmid"] == "123"
+
+
+def test_the_fingerprint_names_a_foreign_format_and_keeps_ours_unchanged(tokenizer, tmp_path):
+    import hashlib
+
+    native = _write(tmp_path / "n.jsonl", [_record(i) for i in range(4)])
+    data = load_training_data(tokenizer, [native], max_length=256, eval_fraction=0)
+    # the formula before formats existed: runs started then still find their run folder
+    old = hashlib.sha256(f"{native.resolve()}:{data.files[0].sha256};".encode() + b"null").hexdigest()
+    assert data.fingerprint() == old
+    alpaca = _write(tmp_path / "a.jsonl", [{"instruction": "Q?", "output": "yes", "id": "x", "category": "QA",
+                                            "extra": 1}])
+    as_alpaca = load_training_data(tokenizer, [alpaca], max_length=256, eval_fraction=0, data_format="alpaca")
+    plain = hashlib.sha256(f"{alpaca.resolve()}:{as_alpaca.files[0].sha256};".encode() + b"null").hexdigest()
+    assert as_alpaca.files[0].format == "alpaca" and as_alpaca.fingerprint() != plain
+
+
+def _msg(*turns: tuple[str, object]) -> dict:
+    return {"messages": [{"role": r, "content": c} for r, c in turns]}
+
+
+GOOD_CHAT = _msg(("user", "q"), ("assistant", "a"))
+
+
+@pytest.mark.parametrize(
+    ("lines", "fmt", "bad_line", "message"),
+    [
+        (['{"instruction": "q", "output": "a"}', '{"instruction": "q", "output": '], "auto", 2,
+         "not valid JSON"),
+        (["[1, 2]"], "auto", 1, "expected a JSON object, got a JSON list"),
+        (['{"text": "raw text"}'], "auto", 1, r"not a record of a known format \(keys: text\)"),
+        ([GOOD_CHAT, {"instruction": "q", "output": "a"}], "auto", 2,
+         "mixed formats in one file: this record is alpaca, line 1 is messages"),
+        ([GOOD_CHAT, {"instruction": "q"}], "auto", 2, "missing key 'messages'"),
+        ([GOOD_CHAT, _msg(("user", "q"), ("assistant", "a"), ("user", "q2"), ("assistant", "a2"))], "auto", 2,
+         r"turns after the system turn are \[user, assistant, user, assistant\]; only single-turn chats"),
+        ([_msg(("user", "q"))], "auto", 1, r"are \[user\]; only single-turn"),
+        ([_msg(("user", "q"), ("tool", "{}"), ("assistant", "a"))], "auto", 1, r"role\(s\) \['tool'\]"),
+        ([_msg(("user", [{"type": "text", "text": "q"}]), ("assistant", "a"))], "auto", 1,
+         r"messages\[0\]: 'content' must be a string, not list"),
+        ([{"messages": [{"role": "user"}]}], "auto", 1, r"messages\[0\]: missing key 'content'"),
+        ([{"prompt": "q", "completion": [{"role": "assistant", "content": "a"}]}], "auto", 1,
+         "must both be strings or both be lists of messages"),
+        ([{"prompt": [{"role": "user", "content": "q"}],
+           "completion": [{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]}],
+         "auto", 1, r"prompt\+completion: turns after the system turn are \[user, assistant, assistant\]"),
+        ([{"instruction": "q", "output": "   "}], "auto", 1, "output: must not be blank"),
+        ([{"instruction": "q", "input": 3, "output": "a"}], "auto", 1, "'input' must be a string, not int"),
+        ([{**_record(1), "note": "x"}], "auto", 1, r"note: Extra inputs.*pass --format alpaca"),
+        ([_record(1), {k: v for k, v in _record(2).items() if k != "category"}], "auto", 2,
+         r"not an instruction record \(category: Field required\)"),
+        ([{"instruction": "q", "output": "a"}], "messages", 1, "missing key 'messages'"),
+        ([GOOD_CHAT], "prompt-completion", 1, "missing key 'prompt'"),
+    ],
+)
+def test_a_bad_line_is_named_by_file_and_line(tmp_path, lines, fmt, bad_line, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    with pytest.raises(DataError, match=rf"bad\.jsonl:{bad_line}: .*{message}"):
+        read_records(path, data_format=fmt, category="QA")
+
+
+def test_forcing_a_format(tmp_path):
+    # ours with extra keys is refused as ours and read as Alpaca when asked (its id and category kept)
+    path = _write(tmp_path / "x.jsonl", [{**_record(i), "note": "x"} for i in range(3)])
+    recs = read_records(path, data_format="alpaca")
+    assert [r.id for r in recs] == ["syn:0", "syn:1", "syn:2"] and {r.category for r in recs} == {"QA"}
+    with pytest.raises(DataError, match="not one of auto, bioinstruct, prompt-completion, messages, alpaca"):
+        read_records(path, data_format="sharegpt")
+    not_utf8 = tmp_path / "latin1.jsonl"
+    latin1 = '{"instruction": "caf\xe9"}'.encode("latin-1")
+    not_utf8.write_bytes(json.dumps(_record(1)).encode() + b"\n" + latin1)
+    with pytest.raises(DataError, match=r"latin1\.jsonl:2: not UTF-8"):
+        read_records(not_utf8)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, base_model_dir) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tok = AutoTokenizer.from_pretrained(base_model_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_bioinstruct_train_on_a_messages_file(tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from bioinstruct.cli import _register_subcommands, app
+
+    chats = [_msg(("user", f"Extract the chemicals: compound {i} and aspirin."),
+                  ("assistant", f"compound {i}; aspirin")) | {"id": f"chat-{i}", "meta": {"src": "x"}}
+             for i in range(6)]
+    data = _write(tmp_path / "chats.jsonl", chats)
+    _register_subcommands()
+    common = ["train", "--data", str(data), "--base-model", str(tiny_model_dir), "--no-publish", "--quiet",
+              "--max-length", "96", "--rank", "2", "--batch-size", "2", "--grad-accum", "1",
+              "--max-steps", "1", "--save-every", "0", "--eval-every", "0"]
+    res = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "run0")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert f"{data}:1: no task family" in res.output and "pass --category" in res.output
+    res = CliRunner().invoke(app, [*common, "--category", "IE", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["category"] == "IE" and run["config"]["data_format"] == "auto"
+    assert run["data_files"][0]["format"] == "messages" and run["data_files"][0]["categories"] == {"IE": 6}
+    assert run["data_stats"]["records_read"] == 6
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()

@@ -39,6 +39,9 @@ THREADS = typer.Option(None, "--num-threads", help="torch CPU threads")
 PUBLISH = typer.Option(True, "--publish/--no-publish", help="Publish the finished adapter to the registry")
 REGISTRY = typer.Option(None, "--registry", help="Registry root or fsspec URL (default BIOINSTRUCT_REGISTRY or <home>/registry)")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar")
+FORMAT = typer.Option(None, "--format", help=(
+    "How data files are read: auto (detected per file, the default), bioinstruct, prompt-completion, "
+    "messages or alpaca (docs/TRAINING.md, Data formats)"))
 
 
 def _overrides(**kw: Any) -> dict[str, Any]:
@@ -64,10 +67,10 @@ def _load(config: str | None, overrides: dict[str, Any]):
         raise _fail(exc) from exc
 
 
-def _infer_category(files: list[Path]) -> str:
+def _infer_category(files: list[Path], data_format: str) -> str:
     from bioinstruct.training.data import read_records
 
-    cats = {r.category.value for f in files for r in read_records(f)}
+    cats = {r.category.value for f in files for r in read_records(f, data_format)}
     return cats.pop() if len(cats) == 1 else "ALL"
 
 
@@ -80,8 +83,12 @@ def _run(job, quiet: bool):
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
-        data: list[Path] = typer.Option(None, "--data", "-d", help="JSONL instruction records; repeat for several files. Default: <home>/data/train/<category>.jsonl"),
-        category: str = typer.Option(None, "--category", help="QA, IE, GEN, OTHER or ALL: the adapter's family; records of other families are skipped (default: from the data)"),
+        data: list[Path] = typer.Option(None, "--data", "-d", help=(
+            "JSONL records (ours, prompt/completion, messages or Alpaca: see --format); repeat for several "
+            "files. Default: <home>/data/train/<category>.jsonl")),
+        category: str = typer.Option(None, "--category", help=(
+            "QA, IE, GEN, OTHER or ALL: the adapter's family; records of other families are skipped, and "
+            "records that carry no family get this one (default: from the data)")),
         name: str = typer.Option(None, "--name", help="Registry adapter name (default bioinstruct-<category>)"),
         run_name: str = typer.Option(None, "--run-name", help="Run folder under <home>/runs (default <name>-<hash of config and data>)"),
         out: Path = typer.Option(None, "--out", help="Run folder path (instead of --run-name)"),
@@ -93,7 +100,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = BATCH, grad_accum: int = ACCUM, max_length: int = MAX_LEN, batching: str = BATCHING,
         seed: int = SEED, save_every: int = SAVE_EVERY, eval_every: int = EVAL_EVERY, precision: str = PRECISION,
         gradient_checkpointing: bool = GRAD_CKPT, exclude_ids_file: Path = EXCLUDE, num_threads: int = THREADS,
-        publish: bool = PUBLISH, registry: str = REGISTRY, quiet: bool = QUIET,
+        publish: bool = PUBLISH, registry: str = REGISTRY, quiet: bool = QUIET, data_format: str = FORMAT,
     ) -> None:
         """Train one LoRA adapter (re-running the same command resumes it), publish it, move an alias."""
         from bioinstruct.training.data import DataError
@@ -104,7 +111,7 @@ def register(app: typer.Typer) -> None:
             schedule=schedule, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
             max_length=max_length, batching=batching, seed=seed, save_every=save_every, eval_every=eval_every,
             precision=precision, gradient_checkpointing=gradient_checkpointing, exclude_ids_file=exclude_ids_file,
-            num_threads=num_threads))
+            num_threads=num_threads, data_format=data_format))
         core = core_settings()
         try:
             if category is not None and category.upper() not in CATEGORIES:
@@ -116,7 +123,7 @@ def register(app: typer.Typer) -> None:
                 if not default.is_file():
                     raise DataError(f"{default} does not exist: generate/convert the data first, or pass --data")
                 data = [default]
-            category = (category or _infer_category(data)).upper()
+            category = (category or _infer_category(data, cfg.data_format)).upper()
             run_dir = out if out else (core.home / "runs" / run_name if run_name else None)
             job = TrainJob(config=cfg, data_files=list(data), category=category, name=name, run_dir=run_dir,
                            publish=publish, alias=alias, registry=registry, description=description)
@@ -129,7 +136,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train-all")
     def train_all_cmd(
-        data_dir: Path = typer.Option(None, "--data-dir", help="Folder with qa.jsonl, ie.jsonl, gen.jsonl, all.jsonl (default <home>/data/train); a missing family file is taken from all.jsonl filtered by category"),
+        data_dir: Path = typer.Option(None, "--data-dir", help=(
+            "Folder with qa.jsonl, ie.jsonl, gen.jsonl, all.jsonl in any format of --format (default "
+            "<home>/data/train); a missing family file is taken from all.jsonl filtered by category")),
         categories: str = typer.Option(",".join(TRAIN_ALL_DEFAULT), "--categories", help="Comma-separated subset of QA,IE,GEN,ALL"),
         prefix: str = typer.Option("bioinstruct", "--prefix", help="Adapters are named <prefix>-qa, <prefix>-ie, ..."),
         set_aliases: bool = typer.Option(True, "--aliases/--no-aliases", help="Point aliases qa, ie, gen, all at the new versions"),
@@ -139,7 +148,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = BATCH, grad_accum: int = ACCUM, max_length: int = MAX_LEN, batching: str = BATCHING,
         seed: int = SEED, save_every: int = SAVE_EVERY, eval_every: int = EVAL_EVERY, precision: str = PRECISION,
         gradient_checkpointing: bool = GRAD_CKPT, exclude_ids_file: Path = EXCLUDE, num_threads: int = THREADS,
-        publish: bool = PUBLISH, registry: str = REGISTRY, quiet: bool = QUIET,
+        publish: bool = PUBLISH, registry: str = REGISTRY, quiet: bool = QUIET, data_format: str = FORMAT,
     ) -> None:
         """One adapter per family (QA, IE, GEN) and one on all of them: the paper's comparison."""
         from bioinstruct.training.data import DataError
@@ -150,7 +159,7 @@ def register(app: typer.Typer) -> None:
             schedule=schedule, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
             max_length=max_length, batching=batching, seed=seed, save_every=save_every, eval_every=eval_every,
             precision=precision, gradient_checkpointing=gradient_checkpointing, exclude_ids_file=exclude_ids_file,
-            num_threads=num_threads))
+            num_threads=num_threads, data_format=data_format))
         core = core_settings()
         folder = (data_dir or core.home / "data" / "train").expanduser()
         wanted = [c.strip().upper() for c in categories.split(",") if c.strip()]

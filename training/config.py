@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from bioinstruct.training.formats import DataFormat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bioinstruct.adapter_files import DEFAULT_LORA_MODULES, DEFAULT_MAX_LORA_RANK, engine_layer
@@ -25,6 +26,9 @@ RESUME_NEUTRAL = frozenset(
     {"save_every", "eval_every", "log_every", "keep_checkpoints", "num_threads", "engine_max_rank",
      "engine_lora_modules"}
 )
+# Fields whose effect is in the data fingerprint instead (training.data: each file's detected format),
+# so that "auto" and the format it detects name the same run.
+DATA_FINGERPRINTED = frozenset({"data_format"})
 
 
 class ConfigError(ValueError):
@@ -80,6 +84,8 @@ class TrainConfig(BaseModel):
     # Ids (one per line, or a JSON list) never used for training or validation, e.g. the
     # evaluation harness's dev part. Matched against the record id and provenance item_id.
     exclude_ids_file: Path | None = None
+    # How the data files are read (training.formats): auto-detected per file, or forced for all.
+    data_format: DataFormat = "auto"
 
     # Bookkeeping (do not change the result)
     save_every: int = Field(50, ge=0, description="checkpoint every N optimizer steps (0 = only at the end)")
@@ -123,7 +129,7 @@ class TrainConfig(BaseModel):
 
     def hash_payload(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
-        return {k: v for k, v in sorted(data.items()) if k not in RESUME_NEUTRAL}
+        return {k: v for k, v in sorted(data.items()) if k not in RESUME_NEUTRAL | DATA_FINGERPRINTED}
 
 
 def builtin_configs() -> list[str]:

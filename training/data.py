@@ -16,9 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bioinstruct.instruct.families import TaskFamily
 from bioinstruct.instruct.format import render_example
 from bioinstruct.instruct.records import InstructionRecord
-from pydantic import ValidationError
+from bioinstruct.training.formats import (
+    FORMATS,
+    FormatError,
+    describe_unknown,
+    detect_format,
+    parse_line,
+    to_record,
+)
 
 IGNORE_INDEX = -100
 EVAL_SPLIT_SALT = "bioinstruct-eval-split-v1"  # fixed: the held-out split does not move with the seed
@@ -34,9 +42,11 @@ class DataFileInfo:
     sha256: str
     records: int
     categories: dict[str, int]
+    format: str = "bioinstruct"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "records": self.records, "categories": self.categories}
+        return {"path": self.path, "sha256": self.sha256, "records": self.records,
+                "categories": self.categories, "format": self.format}
 
 
 @dataclass
@@ -64,7 +74,9 @@ class TrainingData:
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         for f in self.files:
-            digest.update(f"{f.path}:{f.sha256};".encode())
+            # a foreign file's format changes what is read from it; ours adds nothing (old runs resume)
+            suffix = "" if f.format == "bioinstruct" else f":{f.format}"
+            digest.update(f"{f.path}:{f.sha256}{suffix};".encode())
         digest.update(json.dumps(self.stats.get("excluded_ids_sha256")).encode())
         return digest.hexdigest()
 
@@ -77,28 +89,66 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_records(path: Path) -> list[InstructionRecord]:
-    """All records of one JSONL file; DataError names the file and line of a bad record."""
+def read_data_file(
+    path: Path, data_format: str = "auto", category: str | None = None
+) -> tuple[str, list[InstructionRecord]]:
+    """(format, records) of one JSONL file in any format of `training.formats`.
+
+    `data_format` "auto" detects the format from the first record and holds the rest of the file
+    to it. `category` is the family of foreign records that carry none (None or ALL: they must).
+    DataError names the file and the 1-based line of the first bad record.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"training data file {path} does not exist")
+    if data_format != "auto" and data_format not in FORMATS:
+        raise DataError(f"--format {data_format!r} is not one of auto, {', '.join(FORMATS)}")
+    family = TaskFamily(category.upper()) if (category or "").upper() in TaskFamily.__members__ else None
+    fmt = None if data_format == "auto" else data_format
+    first_line = 0
     records: list[InstructionRecord] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark some editors write
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text ({exc.reason})") from exc
             if not line.strip():
                 continue
             try:
-                records.append(InstructionRecord.model_validate_json(line))
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                loc = ".".join(str(p) for p in first["loc"]) or "record"
-                raise DataError(
-                    f"{path}:{lineno}: not an instruction record ({loc}: {first['msg']}); "
-                    "each line must be an InstructionRecord (id, instruction, input, output, category, ...)"
-                ) from exc
+                obj = parse_line(line)
+                if data_format == "auto":
+                    found = detect_format(obj)
+                    if fmt is None:
+                        if found is None:
+                            raise FormatError(describe_unknown(obj))
+                        fmt, first_line = found, lineno
+                    elif found is not None and _SHAPE[found] != _SHAPE[fmt]:
+                        raise FormatError(_mixed(found, fmt, first_line))
+                # a line of no known shape is read as the file's format: its error says what is missing
+                records.append(to_record(obj, fmt or data_format, family))
+            except FormatError as exc:
+                raise DataError(f"{path}:{lineno}: {exc}") from exc
     if not records:
         raise DataError(f"training data file {path} holds no records")
-    return records
+    return fmt or data_format, records
+
+
+# Ours and Alpaca share one shape (instruction/output): the file's first record decides which it is read as.
+_SHAPE = {"bioinstruct": "instruction", "alpaca": "instruction", "messages": "messages",
+          "prompt-completion": "prompt-completion"}
+
+
+def _mixed(found: str, fmt: str, first_line: int) -> str:
+    return (f"mixed formats in one file: this record is {found}, line {first_line} is {fmt}; keep one format "
+            "per file (several --data files may each have their own)")
+
+
+def read_records(
+    path: Path, data_format: str = "auto", category: str | None = None
+) -> list[InstructionRecord]:
+    """All records of one JSONL file (see `read_data_file`)."""
+    return read_data_file(path, data_format, category)[1]
 
 
 def read_exclude_ids(path: Path | None) -> set[str]:
@@ -170,17 +220,19 @@ def load_training_data(
     eval_max_examples: int = 200,
     exclude_ids_file: Path | None = None,
     category: str | None = None,
+    data_format: str = "auto",
 ) -> TrainingData:
-    """Read, filter, split and tokenize. `category` (QA/IE/GEN/OTHER) keeps only that family."""
+    """Read, filter, split and tokenize. `category` (QA/IE/GEN/OTHER) keeps only that family, and is the
+    family of foreign records that carry none; `data_format` is "auto" or one of `formats.FORMATS`."""
     if not files:
         raise DataError("no training data files given")
     excluded_ids = read_exclude_ids(exclude_ids_file)
     infos: list[DataFileInfo] = []
     records: list[InstructionRecord] = []
     for path in files:
-        recs = read_records(Path(path))
+        fmt, recs = read_data_file(Path(path), data_format, category)
         infos.append(DataFileInfo(str(Path(path).resolve()), sha256_file(Path(path)), len(recs),
-                                  dict(Counter(r.category.value for r in recs))))
+                                  dict(Counter(r.category.value for r in recs)), fmt))
         records.extend(recs)
     stats: dict[str, Any] = {"records_read": len(records)}
     if category and category.upper() != "ALL":

@@ -237,7 +237,7 @@ class _Run:
         self.data: TrainingData = load_training_data(
             tokenizer, job.data_files, max_length=cfg.max_length, overlong=cfg.overlong,
             eval_fraction=cfg.eval_fraction, eval_max_examples=cfg.eval_max_examples,
-            exclude_ids_file=cfg.exclude_ids_file, category=job.category,
+            exclude_ids_file=cfg.exclude_ids_file, category=job.category, data_format=cfg.data_format,
         )
         self.run_hash = stable_hash({
             "format": RUN_FORMAT, "config": cfg.hash_payload(), "data": self.data.fingerprint(),
