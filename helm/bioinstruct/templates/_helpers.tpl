@@ -115,6 +115,15 @@ app.kubernetes.io/component: engine
 {{- if lt (int $v.terminationGracePeriodSeconds) (int $needed) }}
   {{- fail (printf "terminationGracePeriodSeconds=%d is too short: preStopSleepSeconds + 30 s of draining + engine.stopGraceS = %d" (int $v.terminationGracePeriodSeconds) (int $needed)) }}
 {{- end }}
+{{- $ip := $v.inferencePool }}
+{{- if and $ip.enabled $v.networkPolicy.enabled $v.networkPolicy.ingressFrom (or (not $ip.networkPolicy.pickerFrom) (not $ip.networkPolicy.proxyFrom)) }}
+  {{- fail "inferencePool.enabled with networkPolicy.ingressFrom set: also set inferencePool.networkPolicy.pickerFrom and proxyFrom, or the Endpoint Picker cannot scrape /metrics and the Gateway's proxy cannot reach the pods" }}
+{{- end }}
+{{- range $alias, $rec := $ip.modelRewrites }}
+  {{- if and $rec.weights (not (include "bioinstruct.anyPositive" $rec.weights)) }}
+    {{- fail (printf "inferencePool.modelRewrites.%s: every weight is 0; give at least one version a positive weight" $alias) }}
+  {{- end }}
+{{- end }}
 {{- $window := mul (int $v.probes.startup.periodSeconds) (int $v.probes.startup.failureThreshold) }}
 {{- if and (eq $v.mode "single") (lt (int $window) (int $v.engine.startupTimeoutS)) }}
   {{- fail (printf "the startup probe gives up after %d s, before the engine's own start-up timeout (engine.startupTimeoutS=%d): raise probes.startup.failureThreshold" (int $window) (int $v.engine.startupTimeoutS)) }}
@@ -196,10 +205,85 @@ app.kubernetes.io/component: engine
 - name: BIOINSTRUCT_ENGINE_CPU_THREADS_BIND
   value: {{ .Values.engine.cpuThreadsBind | quote }}
 {{- end }}
-{{- if .Values.engine.extraArgs }}
+{{- $extra := include "bioinstruct.engineExtraArgs" . | fromJsonArray }}
+{{- if $extra }}
 - name: BIOINSTRUCT_ENGINE_EXTRA_ARGS
-  value: {{ toJson .Values.engine.extraArgs | quote }}
+  value: {{ toJson $extra | quote }}
 {{- end }}
+{{- end }}
+
+{{/* vLLM's extra arguments (JSON list): engine.extraArgs, plus its own OTLP tracing when on. */}}
+{{- define "bioinstruct.engineExtraArgs" -}}
+{{- $args := concat (list) .Values.engine.extraArgs }}
+{{- $t := .Values.observability.tracing }}
+{{- if and $t.enabled $t.engine }}
+{{- $args = concat $args (list "--otlp-traces-endpoint" $t.endpoint) }}
+{{- end }}
+{{- toJson $args }}
+{{- end }}
+
+{{/* Logs and traces of the gateway: BIOINSTRUCT_LOG_FORMAT, BIOINSTRUCT_OTEL_ENABLED and the
+     OpenTelemetry SDK's standard variables (vLLM reads the same ones in single mode). */}}
+{{- define "bioinstruct.observabilityEnv" -}}
+- name: BIOINSTRUCT_LOG_FORMAT
+  value: {{ .Values.observability.logFormat | quote }}
+{{- if .Values.observability.tracing.enabled }}
+- name: BIOINSTRUCT_OTEL_ENABLED
+  value: "true"
+{{ include "bioinstruct.otelEnv" (dict "root" . "service" (include "bioinstruct.fullname" .)) }}
+{{- end }}
+{{- end }}
+
+{{/* OTEL_* variables; call with (dict "root" $ "service" NAME). */}}
+{{- define "bioinstruct.otelEnv" -}}
+{{- $t := .root.Values.observability.tracing -}}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $t.endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ $t.protocol | quote }}
+- name: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL
+  value: {{ $t.protocol | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ .service | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: parentbased_traceidratio
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $t.sampleRatio | quote }}
+{{- end }}
+
+{{/* InferencePool mode ----------------------------------------------------------------- */}}
+
+{{- define "bioinstruct.poolName" -}}
+{{- default (include "bioinstruct.fullname" .) .Values.inferencePool.name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "bioinstruct.pickerServiceName" -}}
+{{- default (printf "%s-epp" (include "bioinstruct.poolName" . | trunc 59 | trimSuffix "-")) .Values.inferencePool.endpointPicker.serviceName }}
+{{- end }}
+
+{{/* The engine-type labels the picker reads on each pod (one per key in engineTypeLabels). */}}
+{{- define "bioinstruct.engineTypeLabels" -}}
+{{- if .Values.inferencePool.enabled }}
+{{- range .Values.inferencePool.engineTypeLabels }}
+{{ . }}: {{ $.Values.inferencePool.engineType | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* An InferenceModelRewrite's name: "<pool>-<alias>"; an alias with characters a name cannot
+     hold gets them replaced by "-" and 8 hex digits of its SHA-256 appended (as
+     bioinstruct/inference_rewrite.py does). Call with (dict "pool" $pool "alias" $alias). */}}
+{{- define "bioinstruct.rewriteName" -}}
+{{- $slug := regexReplaceAll "[^a-z0-9]+" .alias "-" | trimAll "-" }}
+{{- if ne $slug .alias }}
+{{- $slug = printf "%s-%s" $slug (sha256sum .alias | trunc 8) }}
+{{- end }}
+{{- printf "%s-%s" .pool $slug }}
+{{- end }}
+
+{{/* PromQL label matchers of this release's series (monitoring.selector, or namespace + job). */}}
+{{- define "bioinstruct.promSelector" -}}
+{{- default (printf "namespace=%q, job=%q" .Release.Namespace (include "bioinstruct.fullname" .)) .Values.monitoring.selector }}
 {{- end }}
 
 {{/* Volumes every pod has: writable home, /tmp, /dev/shm, the model. */}}
@@ -296,4 +380,9 @@ tolerations:
 topologySpreadConstraints:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end }}
+
+{{/* "true" when some value of the map is above 0, else empty. */}}
+{{- define "bioinstruct.anyPositive" -}}
+{{- range $_, $w := . }}{{ if gt (int $w) 0 }}true{{ end }}{{ end }}
 {{- end }}
