@@ -1,6 +1,7 @@
 # The two commands a new user needs: `make serve` and `make test`.
 # Both create or refresh .venv (only when pyproject.toml changed) and fetch the base model
-# once; a second run reuses everything.
+# once; `make test` and `make adapters` also fetch the labeled datasets (docs/DATA.md), each
+# file checked by its SHA-256. A second run reuses everything.
 
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -13,7 +14,7 @@ ENGINE ?= cpu
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install serve test lint bench soak model adapters clean
+.PHONY: install serve test lint bench soak model data adapters clean
 
 install: $(STAMP)
 
@@ -28,10 +29,15 @@ $(STAMP): pyproject.toml
 model: $(STAMP)
 	$(BIN)/bioinstruct model fetch
 
+# Only what is missing or fails its checksum moves; on this project's machines it comes from
+# ../shared/data without network.
+data: $(STAMP)
+	$(BIN)/bioinstruct data fetch
+
 serve: model
 	exec $(BIN)/bioinstruct serve --port $(PORT)
 
-test: model
+test: model data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -39,13 +45,13 @@ lint: $(STAMP)
 
 # Retrain the shipped adapters (adapters/recipes.yaml) from scratch on this machine's data:
 # converted, decontaminated training files first, then each recipe (resumable).
-adapters: model
+adapters: model data
 	$(BIN)/bioinstruct convert
 	$(BIN)/bioinstruct decontaminate data/converted/meqsum.train.jsonl reports/generation/selfinstruct.jsonl \
 		--train-dir data/train-si --report-dir data/reports-si  # gen's data: MeQSum + Self-Instruct
 	$(BIN)/python scripts/ship_adapters.py train
 
-bench: model
+bench: model data
 	$(BIN)/bioinstruct bench all
 
 soak: model

@@ -3,15 +3,41 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import typer
 
+from bioinstruct import __version__
 from bioinstruct.model import BaseModelError, fetch_embedded_model, inspect_base_model
-from bioinstruct.settings import core_settings
+from bioinstruct.settings import CoreSettings, core_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 model_app = typer.Typer(no_args_is_help=True, help="The base model (embedded SmolLM2 or a local folder).")
 app.add_typer(model_app, name="model")
+data_app = typer.Typer(no_args_is_help=True, help="The labeled datasets (benchmarks and training data).")
+app.add_typer(data_app, name="data")
+
+
+def _package_version() -> str:
+    try:
+        return version("bioinstruct")  # the installed distribution's
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"bioinstruct {_package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version_: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                  help="Print the version and exit."),
+) -> None:
+    pass
 
 @model_app.command("fetch")
 def model_fetch(force: bool = typer.Option(False, help="Download and convert again.")) -> None:
@@ -42,6 +68,50 @@ def _check_model(path):
     except BaseModelError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
+
+
+@data_app.command("fetch")
+def data_fetch(
+    only: list[str] = typer.Option([], "--only", help="Only this dataset (repeat the option); default: all."),
+    dest: Path | None = typer.Option(None, help="Data folder (default: BIOINSTRUCT_DATA_DIR, see docs/DATA.md)."),
+    mirror: str | None = typer.Option(None, help="A copy laid out as ../shared/data: folder or http(s) URL "
+                                                 "(default: BIOINSTRUCT_DATA_MIRROR)."),
+) -> None:
+    """Fetch every dataset the benchmarks and converters read, each file checked by its SHA-256.
+
+    Files come from the mirror, then ../shared/data if present, then the pinned upstream
+    repositories; a file already in place with the right checksum is kept."""
+    from bioinstruct.data.fetch import DataFetchError, default_mirrors, fetch
+    from bioinstruct.data.progress import RichReporter
+    from bioinstruct.data.settings import DataSettings
+
+    core = CoreSettings()  # not the cached one: the environment of this run decides
+    settings = DataSettings(**({"mirror": mirror} if mirror else {}))
+    target = (dest or core.data_dir).expanduser().resolve()  # type: ignore[union-attr]
+    typer.echo(f"data folder: {target}")
+    try:
+        with RichReporter() as reporter:
+            outcomes = fetch(target, only=only or None, mirrors=default_mirrors(core, settings),
+                             settings=settings, reporter=reporter)
+    except DataFetchError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    fetched = sum(1 for outcome in outcomes.values() if outcome != "present")
+    typer.echo(f"{len(outcomes)} files verified in {target} ({fetched} fetched now)")
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """The datasets, their licences, pinned sources and files."""
+    from bioinstruct.data.manifest import load_manifest
+
+    manifest = load_manifest()
+    for name, dataset in manifest.datasets.items():
+        typer.echo(f"{name}: {dataset.title}\n  licence: {dataset.license}")
+        for file_name, entry in dataset.files.items():
+            origin = (manifest.raw_url(entry.upstream) if entry.upstream
+                      else f"derived ({entry.derive.how})")  # type: ignore[union-attr]
+            typer.echo(f"  {file_name}  sha256 {entry.sha256}  {origin}")
 
 
 def _register_subcommands() -> None:

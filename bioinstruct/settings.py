@@ -35,7 +35,8 @@ class CoreSettings(BaseSettings):
     # fetched and converted by `bioinstruct model fetch` into model_cache.
     base_model: Path | None = None
     model_cache: Path | None = None
-    # Labeled datasets (../shared/data in the project layout).
+    # Labeled datasets: ../shared/data in the project layout when it exists, else <home>/data/datasets
+    # (filled by `bioinstruct data fetch`, docs/DATA.md).
     data_dir: Path | None = None
     # Adapter registry: a local directory or an fsspec URL (s3://bucket/prefix, ...).
     registry: str | None = None
@@ -49,7 +50,8 @@ class CoreSettings(BaseSettings):
         if self.model_cache is None:
             self.model_cache = self.home / ".cache" / "models"
         if self.data_dir is None:
-            self.data_dir = (self.home.parent / "shared" / "data").resolve()
+            shared = (self.home.parent / "shared" / "data").resolve()
+            self.data_dir = shared if shared.is_dir() else self.home / "data" / "datasets"
         if self.registry is None:
             self.registry = str(self.home / "registry")
         return self

@@ -34,9 +34,13 @@ def tokenizer(base_model_dir: Path):
 
 @pytest.fixture(scope="session")
 def data_dir(core: CoreSettings) -> Path:
+    from bioinstruct.data.fetch import missing_files
+
     assert core.data_dir is not None
-    if not core.data_dir.is_dir():
-        pytest.fail(f"data folder missing at {core.data_dir}: set BIOINSTRUCT_DATA_DIR")
+    missing = missing_files(core.data_dir)
+    if missing:
+        pytest.fail(f"data folder {core.data_dir} lacks {len(missing)} file(s), e.g. {missing[0]}: run "
+                    "`bioinstruct data fetch` (make test does), or set BIOINSTRUCT_DATA_DIR to a full copy")
     return core.data_dir
 
 
