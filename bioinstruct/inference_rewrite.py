@@ -54,7 +54,8 @@ def _targets(alias: str, record: dict[str, Any]) -> list[dict[str, Any]]:
     targets = []
     for ref, weight in sorted(weights.items()):
         if not isinstance(ref, str) or not REF_RE.match(ref):
-            raise RewriteError(f"alias {alias!r}: weight key {ref!r} is not a pinned version <name>@<version>")
+            raise RewriteError(f"alias {alias!r}: weight key {ref!r} is not a pinned version "
+                               "<name>@<version>")
         if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= MAX_WEIGHT:
             raise RewriteError(f"alias {alias!r}: weight of {ref} must be an integer from 0 to {MAX_WEIGHT}, "
                                f"not {weight!r}")

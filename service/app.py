@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from bioinstruct.service.engine import EngineProcess, EngineSettings
 from bioinstruct.service.errors import install_error_handlers
 from bioinstruct.service.gateway import Gateway
-from bioinstruct.service.middleware import GatewayMiddleware
+from bioinstruct.service.middleware import GatewayMiddleware, install_request_context
+from bioinstruct.service.observability import ObservabilitySettings, build_tracing
 from bioinstruct.service.routes import admin, health, inference, openai_compat
 from bioinstruct.service.settings import ServiceSettings
 from fastapi import FastAPI
@@ -33,9 +34,14 @@ def create_app(
     core: CoreSettings | None = None,
     engine_settings: EngineSettings | None = None,
     engine_process: EngineProcess | None = None,
+    observability: ObservabilitySettings | None = None,
+    tracer_provider=None,
 ) -> FastAPI:
+    """`tracer_provider` (an OpenTelemetry SDK TracerProvider) is for tests; otherwise traces are
+    on when BIOINSTRUCT_OTEL_ENABLED is (service/observability.py)."""
     settings = settings or ServiceSettings()
     core = core or CoreSettings()
+    tracing = build_tracing(observability, tracer_provider)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -47,6 +53,8 @@ def create_app(
         finally:
             app.state.gateway = None
             await gateway.stop()
+            if tracing is not None:
+                tracing.shutdown()  # flush the spans still batched
 
     app = FastAPI(title="BioInstruct", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.gateway = None
@@ -55,6 +63,7 @@ def create_app(
         app.include_router(module.router)
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes,
                        body_timeout_s=settings.body_timeout_s)
+    install_request_context(app, tracing)
 
     default_openapi = app.openapi
 

@@ -1,7 +1,8 @@
 """HTTP calls from the gateway to the vLLM engine, with engine failures mapped to 503/504.
 
 An engine that died mid-request resets its connections, so callers fail fast with 503
-and a Retry-After instead of hanging.
+and a Retry-After instead of hanging. Every call carries the request's X-Request-Id and, with
+tracing on, a client span's `traceparent` (service/observability.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from bioinstruct.service import observability
 from bioinstruct.service.errors import APIError
 
 
@@ -57,40 +59,52 @@ class EngineClient:
         return APIError(status, str(message)[:1000], code="engine_rejected")
 
     async def post(self, path: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        try:
-            r = await self._http.post(path, json=body, timeout=timeout or httpx.USE_CLIENT_DEFAULT)
-        except httpx.HTTPError as exc:
-            raise self._unavailable(exc) from exc
+        with observability.engine_span("POST", self.base_url + path) as span:
+            try:
+                r = await self._http.post(path, json=body, timeout=timeout or httpx.USE_CLIENT_DEFAULT,
+                                          headers=observability.engine_headers())
+            except httpx.HTTPError as exc:
+                raise self._unavailable(exc) from exc
+            observability.record_response(span, r.status_code)
         if r.status_code != 200:
             raise self._engine_error(r)
         return r.json()
 
     async def get(self, path: str, timeout: float = 5.0) -> httpx.Response:
         try:
-            return await self._http.get(path, timeout=timeout)
+            return await self._http.get(path, timeout=timeout, headers=observability.engine_headers())
         except httpx.HTTPError as exc:
             raise self._unavailable(exc) from exc
 
     async def stream(self, path: str, body: dict[str, Any]) -> tuple[httpx.Response, AsyncIterator[bytes]]:
         """Open a streaming request; errors before the first byte raise APIError (a real status)."""
-        request = self._http.build_request("POST", path, json=body)
+        # The span outlives this call: it ends when the stream does.
+        span = observability.start_engine_span("POST", self.base_url + path)
+        request = self._http.build_request("POST", path, json=body,
+                                           headers=observability.engine_headers(span))
         try:
             response = await self._http.send(request, stream=True)
         except httpx.HTTPError as exc:
+            observability.end_span(span, exc)
             raise self._unavailable(exc) from exc
+        observability.record_response(span, response.status_code)
         if response.status_code != 200:
             await response.aread()
             await response.aclose()
+            observability.end_span(span)
             raise self._engine_error(response)
 
         async def chunks() -> AsyncIterator[bytes]:
+            error: BaseException | None = None
             try:
                 async for chunk in response.aiter_raw():
                     yield chunk
             except httpx.HTTPError as exc:
+                error = exc
                 raise EngineClient._unavailable(exc) from exc
             finally:
                 await response.aclose()  # closing the connection makes vLLM abort the request
+                observability.end_span(span, error)
 
         return response, chunks()
 
@@ -131,7 +145,8 @@ class EngineClient:
     async def health_status(self, timeout: float = 2.0) -> int | None:
         """/health's status code; 0 when nothing listens; None when it did not answer in time."""
         try:
-            return (await self._http.get("/health", timeout=timeout)).status_code
+            r = await self._http.get("/health", timeout=timeout, headers=observability.engine_headers())
+            return r.status_code
         except httpx.TimeoutException:
             return None
         except httpx.HTTPError:
@@ -145,7 +160,8 @@ class EngineClient:
 
     async def load_lora(self, name: str, path: str) -> None:
         try:
-            r = await self._http.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path}, timeout=300)
+            r = await self._http.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path},
+                                      timeout=300, headers=observability.engine_headers())
         except httpx.HTTPError as exc:
             raise self._unavailable(exc) from exc
         if r.status_code != 200 and "already been loaded" not in r.text:
@@ -153,7 +169,8 @@ class EngineClient:
 
     async def unload_lora(self, name: str) -> None:
         try:
-            r = await self._http.post("/v1/unload_lora_adapter", json={"lora_name": name}, timeout=60)
+            r = await self._http.post("/v1/unload_lora_adapter", json={"lora_name": name}, timeout=60,
+                                      headers=observability.engine_headers())
         except httpx.HTTPError as exc:
             raise self._unavailable(exc) from exc
         if r.status_code not in (200, 404) and "not found" not in r.text.lower():

@@ -1,4 +1,5 @@
-"""Pure-ASGI middleware: early 429s, body size limit and per-request metrics (streaming-safe)."""
+"""Pure-ASGI middleware: request ids and traces (outermost), early 429s, body size limit and
+per-request metrics (streaming-safe)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,13 @@ import json
 import time
 
 from bioinstruct.service.errors import error_body
+from bioinstruct.service.observability import (
+    Tracing,
+    accept_request_id,
+    finish_server_span,
+    request_context,
+    server_span,
+)
 
 # Routes that take an admission slot: refused before their body is read when the server is full.
 INFERENCE_PATHS = frozenset({"/qa", "/extract", "/generate", "/compare", "/v1/chat/completions", "/v1/completions"})
@@ -139,3 +147,48 @@ async def _reject(send, status: int, message: str, *, code: str, headers: dict[s
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]})
     await send({"type": "http.response.body", "body": body})
+
+
+class RequestContextMiddleware:
+    """Around everything, error pages included: the request's id (the caller's X-Request-Id when
+    safe, else a new one) is current while the request runs (logs, engine calls) and returned on
+    the response; with tracing on, the request runs inside a server span."""
+
+    def __init__(self, app, *, tracing: Tracing | None = None) -> None:
+        self.app = app
+        self.tracing = tracing
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = scope.get("headers") or []
+        incoming = next((v.decode("latin-1") for k, v in headers if k == b"x-request-id"), None)
+        request_id = accept_request_id(incoming)
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+        status = 500
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [h for h in message.get("headers") or [] if h[0].lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, header]}
+            await send(message)
+
+        with request_context(request_id, self.tracing), server_span(self.tracing, scope) as span:
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                finish_server_span(span, scope, status, request_id)
+
+
+def install_request_context(app, tracing: Tracing | None = None) -> None:
+    """Make RequestContextMiddleware the app's outermost layer. add_middleware() would put it
+    inside Starlette's ServerErrorMiddleware, whose 500 page would then go out without the id."""
+    build = app.build_middleware_stack
+
+    def build_with_request_context():
+        return RequestContextMiddleware(build(), tracing=tracing)
+
+    app.build_middleware_stack = build_with_request_context
