@@ -39,7 +39,15 @@ def register(app: typer.Typer) -> None:
                 typer.secho(f"error: {exc}", fg="red", err=True)
                 raise typer.Exit(2) from exc
         die_with_parent()  # if `make` (our parent) is killed, stop too: no orphan engine
-        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from bioinstruct.service.observability import ObservabilityError, configure_logging
+
+        try:
+            # Text or JSON (BIOINSTRUCT_LOG_FORMAT), request id on every line, uvicorn's too.
+            log_config = configure_logging(log_level)
+            gateway_app = create_app(settings, core=core)
+        except ObservabilityError as exc:  # a bad log format; tracing on without the otel extra
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from exc
         _publish_shipped(settings, core)
         logging.getLogger("httpx").setLevel(logging.WARNING)
         typer.echo(f"BioInstruct gateway on http://{settings.host}:{settings.port} "
@@ -48,8 +56,8 @@ def register(app: typer.Typer) -> None:
         # handler that was there before it: make that one a clean exit (status 0).
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: sys.exit(0))
-        uvicorn.run(create_app(settings, core=core), host=settings.host, port=settings.port,
-                    log_level=log_level, timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+        uvicorn.run(gateway_app, host=settings.host, port=settings.port, log_level=log_level,
+                    log_config=log_config, timeout_graceful_shutdown=int(settings.shutdown_grace_s))
 
     @app.command("engine")
     def engine() -> None:
