@@ -28,6 +28,7 @@ from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any, Literal
 
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -47,13 +48,18 @@ class ObservabilitySettings(BaseSettings):
     otel_enabled: bool = False
 
 
-@lru_cache(maxsize=1)
-def observability_settings() -> ObservabilitySettings:
-    return ObservabilitySettings()
-
-
 class ObservabilityError(RuntimeError):
     """A setting that cannot be honoured; the message says what to change."""
+
+
+@lru_cache(maxsize=1)
+def observability_settings() -> ObservabilitySettings:
+    try:
+        return ObservabilitySettings()
+    except ValidationError as exc:
+        problems = "; ".join(f"BIOINSTRUCT_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                             for e in exc.errors())
+        raise ObservabilityError(f"bad logging/tracing setting: {problems}") from None
 
 
 # ---- request ids -------------------------------------------------------------------------------
