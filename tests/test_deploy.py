@@ -35,7 +35,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 DEPLOY_DOC = ROOT / "docs" / "DEPLOY.md"
 BIN = Path(sys.executable).parent
 # Kinds that come from CRDs: kubernetes-validate has no schema for them (it only warns).
-CRD_KINDS = {"ServiceMonitor"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "InferencePool", "InferenceModelRewrite", "HTTPRoute"}
 # Oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest bundled.
 KUBE_OLDEST = "1.27.0"
 
@@ -442,12 +442,14 @@ def test_no_weights_or_registry_in_the_image_and_registry_shared(renders):
 
 def _setting_names() -> set[str]:
     from bioinstruct.service.engine import EngineSettings
+    from bioinstruct.service.observability import ObservabilitySettings
     from bioinstruct.service.settings import ServiceSettings
 
     from bioinstruct.settings import CoreSettings
 
     names = {f"BIOINSTRUCT_{f.upper()}" for f in CoreSettings.model_fields}
     names |= {f"BIOINSTRUCT_{f.upper()}" for f in ServiceSettings.model_fields}
+    names |= {f"BIOINSTRUCT_{f.upper()}" for f in ObservabilitySettings.model_fields}
     names |= {f"BIOINSTRUCT_ENGINE_{f.upper()}" for f in EngineSettings.model_fields}
     return names
 
