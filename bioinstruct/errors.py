@@ -21,3 +21,11 @@ class NotFound(RegistryError):
 class Conflict(RegistryError):
     def __init__(self, message: str):
         super().__init__(message, code="conflict")
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry's store could not be read or written (network, permissions, a server
+    error): not the caller's mistake, and not a reason to believe anything is absent."""
+
+    def __init__(self, message: str):
+        super().__init__(message, code="registry_unavailable")

@@ -5,17 +5,33 @@ Layout under the root (a local directory or any fsspec URL):
     adapters/<name>/<version>/adapter_config.json
     adapters/<name>/<version>/adapter_model.safetensors
     adapters/<name>/<version>/manifest.json      (written last: a version exists once it has one)
-    aliases/<alias>.json                          ({"target": "<name>@<version>", "history": [...]})
+    adapters/<name>/<version>/.claim             (object stores: who took the number, created first)
+    adapters/<name>/<version>.deleted            (tombstone: a number is never reused)
+    aliases/<alias>/<generation>.json             (one record per move; the highest is current)
 
 The registry is the desired state. Training publishes here; every service replica
-reconciles its engine to it. Alias files are replaced atomically, so a reader sees the
-old or the new target, never half a file.
+reconciles its engine to it. Several replicas and operators share it, so:
+
+- every read goes to the store (no cached listing, no cached object: another process may
+  have changed anything since);
+- nothing is ever overwritten: a new version takes its number with an exclusive create
+  (If-None-Match on object stores, O_EXCL-like link/rename on disk), and an alias move
+  creates the next generation of the alias with an exclusive create, which is a
+  compare-and-swap on the generation: of two concurrent moves one wins and the other gets
+  a Conflict, and each record keeps the history, so nothing is lost silently;
+- a store that cannot be read raises RegistryUnavailable (never "absent"), so a replica
+  keeps its last good state and says so rather than unloading what it serves.
+
+Only an exclusive create is asked of the store (fsspec's `pipe_file(mode="create")`), the
+most widely supported conditional write (S3, GCS, Azure, local disk).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -37,7 +53,9 @@ from bioinstruct.adapter_files import (
 )
 
 # Callers catch the registry's errors from here (bioinstruct/errors.py defines them for both).
-from bioinstruct.errors import Conflict, NotFound, RegistryError  # noqa: F401
+from bioinstruct.errors import Conflict, NotFound, RegistryError, RegistryUnavailable  # noqa: F401
+
+log = logging.getLogger("bioinstruct.registry")
 
 # The one definition of an adapter's name, version and reference (name@version), and of its
 # categories: the HTTP schema, the CLIs and the gate build theirs from these.
@@ -50,6 +68,8 @@ ALIAS_RE = NAME_RE
 Category = Literal["QA", "IE", "GEN", "OTHER", "ALL"]  # the task families and ALL (every family)
 CATEGORIES: tuple[str, ...] = get_args(Category)
 RESERVED = {"base", "auto"}
+GENERATIONS_KEPT = 20  # alias records kept per alias (each also carries the last 50 targets)
+MAX_WEIGHT = 1000
 
 
 class Manifest(BaseModel):
@@ -76,10 +96,72 @@ class Manifest(BaseModel):
 
 
 class AliasRecord(BaseModel):
+    """One generation of an alias. `weights` (ref -> weight) splits traffic between versions
+    (a canary); empty means all of it goes to `target`, the version with the most weight."""
+
     alias: str
     target: str
-    history: list[str] = Field(default_factory=list)  # earlier targets, oldest first
+    weights: dict[str, int] = Field(default_factory=dict)
+    history: list[str] = Field(default_factory=list)  # earlier routes (split specs), oldest first
     updated_at: str
+    generation: int = 0
+    deleted: bool = False
+
+    @property
+    def split(self) -> list[tuple[str, int]]:
+        """[(ref, weight)] in the record's order; weight 0 = draining (no new requests)."""
+        return list(self.weights.items()) if self.weights else [(self.target, 1)]
+
+    @property
+    def refs(self) -> list[str]:
+        return [ref for ref, _ in self.split]
+
+    @property
+    def spec(self) -> str:
+        return format_split(self.weights) if self.weights else self.target
+
+
+def format_split(weights: dict[str, int]) -> str:
+    """{'a@1': 90, 'a@2': 10} -> 'a@1=90,a@2=10' (how history and the CLI write a split)."""
+    return ",".join(f"{ref}={w}" for ref, w in weights.items())
+
+
+def parse_split(spec: str | list[str]) -> dict[str, int]:
+    """'a@1' -> {} (one target); 'a@1=90,a@2=10' or ['a@1=90', 'a@2=10'] -> weights.
+    RegistryError naming what is wrong otherwise."""
+    parts = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
+    if len(parts) == 1 and "=" not in parts[0]:
+        parse_ref(parts[0])
+        return {}
+    weights: dict[str, int] = {}
+    for part in parts:
+        ref, sep, weight = part.partition("=")
+        if not sep or not (weight.isascii() and weight.isdigit()):
+            raise RegistryError(f"{part!r}: write each version of a split as <name>@<version>=<weight>, "
+                                "e.g. bioinstruct-ie@1=90 bioinstruct-ie@2=10", code="invalid_split")
+        name, version = parse_ref(ref)
+        ref = f"{name}@{version}"
+        if ref in weights:
+            raise RegistryError(f"{ref} appears twice in the split", code="invalid_split")
+        weights[ref] = int(weight)
+    check_weights(weights)
+    return weights
+
+
+def check_weights(weights: dict[str, int]) -> None:
+    if not weights:
+        raise RegistryError("a split needs at least one version", code="invalid_split")
+    for ref, weight in weights.items():
+        parse_ref(ref)
+        if not 0 <= weight <= MAX_WEIGHT:
+            raise RegistryError(f"weight {weight} of {ref} is not between 0 and {MAX_WEIGHT}", code="invalid_split")
+    if sum(weights.values()) <= 0:
+        raise RegistryError("every weight is 0: give at least one version a positive weight", code="invalid_split")
+
+
+def primary(weights: dict[str, int]) -> str:
+    """The version with the most weight (the first of equals): what `target` names."""
+    return max(weights, key=lambda ref: weights[ref])
 
 
 def parse_ref(ref: str) -> tuple[str, int]:
@@ -112,13 +194,39 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_file(path: Path) -> str:
+    """The one sha256-of-a-file helper (streamed: adapter weights can be large)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def open_registry(url: str | Path | None = None, core: Any = None) -> Registry:
+    """The registry every component uses: `url`, else BIOINSTRUCT_REGISTRY (`core`'s), with
+    remote versions downloaded to the project's cache. The one place a Registry is built."""
+    from bioinstruct.settings import core_settings
+
+    core = core or core_settings()
+    return Registry(url or core.registry or core.home / "registry", cache_dir=core.home / ".cache" / "registry")
+
+
 # --- the registry -------------------------------------------------------------------------
 
 class Registry:
     def __init__(self, root: str | Path, cache_dir: Path | None = None) -> None:
         self.url = str(root)
-        self.fs, path = fsspec.core.url_to_fs(self.url)
-        self.root = path.rstrip("/")
+        protocol = fsspec.core.split_protocol(self.url)[0]
+        if protocol in (None, "file", "local"):
+            self.fs, path = fsspec.core.url_to_fs(self.url)
+        else:
+            # A filesystem of our own, with no listing cache: every read sees the store as it is
+            # now. (A shared, cached instance kept a replica on a listing and on ETags from
+            # before another replica's write: FileExpired forever, new aliases never seen.)
+            self.fs, path = fsspec.core.url_to_fs(self.url, skip_instance_cache=True,
+                                                  use_listings_cache=False)
+        self.root = path.rstrip("/") or "/"
         self.local = isinstance(self.fs, LocalFileSystem)
         self.cache_dir = cache_dir
         if self.local:
@@ -131,86 +239,49 @@ class Registry:
     def version_path(self, name: str, version: int) -> str:
         return self._p("adapters", name, str(version))
 
-    # reading -------------------------------------------------------------------------------
-    def _read_json(self, path: str) -> dict[str, Any] | None:
+    def _alias_path(self, alias: str, generation: int) -> str:
+        return self._p("aliases", alias, f"{generation:010d}.json")
+
+    # the store: fresh reads, exclusive creates ----------------------------------------------
+    def _unavailable(self, what: str, exc: Exception) -> RegistryUnavailable:
+        return RegistryUnavailable(f"the registry at {self.url} could not be read or written ({what}: "
+                                   f"{type(exc).__name__}: {str(exc)[:200]})")
+
+    def _cat(self, path: str) -> bytes | None:
+        """The object's bytes now, or None when it does not exist."""
         try:
-            with self.fs.open(path, "rb") as fh:
-                return json.loads(fh.read())
+            if self.local:
+                return Path(path).read_bytes()
+            # cat_file: a plain GET; never a cached size or ETag (open() sends If-Match).
+            return self.fs.cat_file(path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        except Exception as exc:  # noqa: BLE001 - any store client's failure (botocore's are not OSErrors)
+            raise self._unavailable(f"reading {path}", exc) from exc
+
+    def _files(self, prefix: str) -> list[str]:
+        """Every file under prefix (recursively), paths relative to it; [] if there is none."""
+        if self.local:
+            base = Path(prefix)
+            if not base.is_dir():
+                return []
+            out = []
+            for dirpath, _dirs, files in os.walk(base):
+                rel = Path(dirpath).relative_to(base)
+                out.extend(str(PurePosixPath(*rel.parts, f)) for f in files)
+            return out
+        try:
+            self.fs.invalidate_cache()
+            found = self.fs.find(prefix)
         except FileNotFoundError:
-            return None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
-
-    def adapter_names(self) -> list[str]:
-        base = self._p("adapters")
-        if not self.fs.exists(base):
             return []
-        return sorted(PurePosixPath(p).name for p in self.fs.ls(base, detail=False)
-                      if NAME_RE.match(PurePosixPath(p).name))
+        except Exception as exc:  # noqa: BLE001 - any store client's failure
+            raise self._unavailable(f"listing {prefix}", exc) from exc
+        strip = prefix.rstrip("/") + "/"
+        return [p[len(strip):] for p in found if p.startswith(strip)]
 
-    def versions(self, name: str) -> list[int]:
-        base = self._p("adapters", name)
-        if not self.fs.exists(base):
-            return []
-        out = []
-        for p in self.fs.ls(base, detail=False):
-            leaf = PurePosixPath(p).name
-            if leaf.isascii() and leaf.isdigit() and self.fs.exists(self._p("adapters", name, leaf, "manifest.json")):
-                out.append(int(leaf))
-        return sorted(out)
-
-    def manifest(self, name: str, version: int) -> Manifest:
-        data = self._read_json(self._p("adapters", name, str(version), "manifest.json"))
-        if data is None:
-            raise NotFound(f"adapter version {name}@{version} is not in the registry")
-        return Manifest.model_validate(data)
-
-    def manifests(self) -> list[Manifest]:
-        out = []
-        for name in self.adapter_names():
-            for version in self.versions(name):
-                try:
-                    out.append(self.manifest(name, version))
-                except (RegistryError, ValueError):
-                    continue
-        return out
-
-    def aliases(self) -> dict[str, AliasRecord]:
-        return self.read_aliases()[0]
-
-    def read_aliases(self) -> tuple[dict[str, AliasRecord], dict[str, str]]:
-        """The readable aliases, and {alias: what is wrong} for alias files that are not: a
-        reader keeps serving its last good state for those rather than guess."""
-        base = self._p("aliases")
-        if not self.fs.exists(base):
-            return {}, {}
-        out: dict[str, AliasRecord] = {}
-        bad: dict[str, str] = {}
-        for p in self.fs.ls(base, detail=False):
-            leaf = PurePosixPath(p).name
-            if not leaf.endswith(".json") or leaf.startswith("."):
-                continue
-            name = leaf[: -len(".json")]
-            data = self._read_json(p)
-            if data is None:
-                bad[name] = "not readable JSON"
-                continue
-            try:
-                rec = AliasRecord.model_validate(data)
-            except ValueError as exc:
-                bad[name] = f"not an alias record ({str(exc).splitlines()[0]})"
-                continue
-            out[rec.alias] = rec
-        return out, bad
-
-    def alias(self, alias: str) -> AliasRecord:
-        rec = self.aliases().get(alias)
-        if rec is None:
-            raise NotFound(f"alias {alias!r} does not exist")
-        return rec
-
-    # writing -------------------------------------------------------------------------------
-    def _atomic_write(self, path: str, data: bytes) -> None:
+    def _create(self, path: str, data: bytes) -> None:
+        """Write a new object, refusing (FileExistsError) if it exists: never an overwrite."""
         if self.local:
             target = Path(path)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -220,13 +291,263 @@ class Registry:
                     fh.write(data)
                     fh.flush()
                     os.fsync(fh.fileno())
-                os.replace(tmp, target)  # atomic on POSIX: readers see old or new
+                try:
+                    os.link(tmp, target)  # atomic and exclusive: readers see nothing or all of it
+                except FileExistsError:
+                    raise
+                except OSError as exc:  # a filesystem without hard links: exclusive, if not atomic
+                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                        raise
+                    with open(target, "xb") as out:
+                        out.write(data)
             finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        else:
-            self.fs.pipe_file(path, data)  # one PUT: object stores replace objects atomically
+                os.unlink(tmp)
+            return
+        try:
+            self.fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            raise
+        except TypeError:  # an fsspec filesystem without conditional writes (old releases)
+            if self.fs.exists(path):
+                raise FileExistsError(path) from None
+            self.fs.pipe_file(path, data)
+        except Exception as exc:  # noqa: BLE001
+            # Some stores report a failed precondition as a generic error: look again.
+            if self._cat(path) is not None:
+                raise FileExistsError(path) from exc
+            raise self._unavailable(f"writing {path}", exc) from exc
 
+    def _read_json(self, path: str) -> dict[str, Any] | None:
+        data = self._cat(path)
+        if data is None:
+            return None
+        try:
+            out = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        return out if isinstance(out, dict) else None
+
+    # versions ------------------------------------------------------------------------------
+    def _version_entries(self, name: str) -> tuple[list[int], list[int]]:
+        """(complete versions, every number taken: claimed, complete or deleted)."""
+        complete, taken = set(), set()
+        for rel in self._files(self._p("adapters", name)):
+            head, _, leaf = rel.partition("/")
+            if head.endswith(".deleted") and not leaf:
+                number = head[: -len(".deleted")]
+                if number.isascii() and number.isdigit():
+                    taken.add(int(number))
+            elif head.isascii() and head.isdigit():
+                taken.add(int(head))
+                if leaf == "manifest.json":
+                    complete.add(int(head))
+        if self.local:  # a version folder renamed into place is taken even before it is listed whole
+            parent = Path(self._p("adapters", name))
+            if parent.is_dir():
+                taken |= {int(e.name) for e in parent.iterdir() if e.name.isascii() and e.name.isdigit()}
+        return sorted(complete), sorted(taken)
+
+    def adapter_names(self) -> list[str]:
+        names = {rel.split("/", 1)[0] for rel in self._files(self._p("adapters"))}
+        return sorted(n for n in names if NAME_RE.match(n))
+
+    def versions(self, name: str) -> list[int]:
+        return self._version_entries(name)[0]
+
+    def manifest(self, name: str, version: int) -> Manifest:
+        data = self._read_json(self._p("adapters", name, str(version), "manifest.json"))
+        if data is None:
+            raise NotFound(f"adapter version {name}@{version} is not in the registry")
+        return Manifest.model_validate(data)
+
+    def manifests(self) -> list[Manifest]:
+        out = []
+        for rel in sorted(self._files(self._p("adapters"))):
+            parts = rel.split("/")
+            if len(parts) != 3 or parts[2] != "manifest.json" or not NAME_RE.match(parts[0]):
+                continue
+            if not (parts[1].isascii() and parts[1].isdigit()):
+                continue
+            try:
+                out.append(self.manifest(parts[0], int(parts[1])))
+            except (NotFound, ValueError):
+                continue
+        return sorted(out, key=lambda m: (m.name, m.version))
+
+    # aliases -------------------------------------------------------------------------------
+    def _alias_index(self) -> dict[str, list[int]]:
+        """alias -> its generations, ascending. A file aliases/<alias>.json from before
+        generations existed counts as generation 0."""
+        index: dict[str, list[int]] = {}
+        for rel in self._files(self._p("aliases")):
+            parts = rel.split("/")
+            if len(parts) == 1 and parts[0].endswith(".json") and not parts[0].startswith("."):
+                index.setdefault(parts[0][: -len(".json")], []).append(0)
+            elif len(parts) == 2 and parts[1].endswith(".json") and parts[1][:-5].isdigit() and parts[1][:-5].isascii():
+                index.setdefault(parts[0], []).append(int(parts[1][:-5]))
+        return {alias: sorted(gens) for alias, gens in index.items()}
+
+    def _generation_path(self, alias: str, generation: int) -> str:
+        return self._p("aliases", f"{alias}.json") if generation == 0 else self._alias_path(alias, generation)
+
+    def _current(self, alias: str, generations: list[int]) -> tuple[int, AliasRecord | None, str | None]:
+        """(generation, record or None when deleted, what is wrong with it or None)."""
+        generation = generations[-1]
+        data = self._read_json(self._generation_path(alias, generation))
+        if data is None:
+            return generation, None, "not readable JSON"
+        try:
+            rec = AliasRecord.model_validate(data)
+        except ValueError as exc:
+            return generation, None, f"not an alias record ({str(exc).splitlines()[0]})"
+        rec.generation = generation
+        return generation, (None if rec.deleted else rec), None
+
+    def aliases(self) -> dict[str, AliasRecord]:
+        return self.read_aliases()[0]
+
+    def read_aliases(self) -> tuple[dict[str, AliasRecord], dict[str, str]]:
+        """The live aliases, and {alias: what is wrong} for alias records that are not readable:
+        a reader keeps serving its last good state for those rather than guess."""
+        out: dict[str, AliasRecord] = {}
+        bad: dict[str, str] = {}
+        for alias, generations in sorted(self._alias_index().items()):
+            if not NAME_RE.match(alias):
+                continue
+            _, rec, problem = self._current(alias, generations)
+            if problem is not None:
+                # Pruned between the listing and the read? Look once more before calling it bad.
+                fresh = self._alias_index().get(alias)
+                if fresh and fresh != generations:
+                    _, rec, problem = self._current(alias, fresh)
+            if problem is not None:
+                bad[alias] = problem
+            elif rec is not None:
+                out[alias] = rec
+        return out, bad
+
+    def alias(self, alias: str) -> AliasRecord:
+        rec = self.aliases().get(alias)
+        if rec is None:
+            raise NotFound(f"alias {alias!r} does not exist")
+        return rec
+
+    def alias_generation(self, alias: str) -> int:
+        """The alias's current generation (0: never written); the value a compare-and-swap expects."""
+        return (self._alias_index().get(alias) or [0])[-1]
+
+    def _write_alias(self, alias: str, make: Any, expected_generation: int | None) -> AliasRecord:
+        """Create the alias's next generation from make(current record or None); a Conflict if
+        another writer got there first or the caller expected another generation."""
+        check_name(alias, "alias")
+        generations = self._alias_index().get(alias) or []
+        generation, current, problem = self._current(alias, generations) if generations else (0, None, None)
+        if problem is not None:
+            current = None  # a damaged record is replaced; its history is gone with it
+        if expected_generation is not None and expected_generation != generation:
+            raise Conflict(f"alias {alias!r} is at generation {generation}, not {expected_generation}: "
+                           "someone else changed it; read it again and retry")
+        rec: AliasRecord = make(current)
+        rec.generation = generation + 1
+        rec.updated_at = now_iso()
+        try:
+            self._create(self._alias_path(alias, rec.generation), rec.model_dump_json(indent=2).encode())
+        except FileExistsError:
+            latest = self._alias_index().get(alias, [generation])[-1]
+            raise Conflict(f"alias {alias!r} was changed by another writer at the same moment (now at "
+                           f"generation {latest}); your change was not applied: read it again and retry") from None
+        self._prune(alias, rec.generation)
+        return rec
+
+    def _prune(self, alias: str, newest: int) -> None:
+        """Drop old generation files (their history lives on in the newest record). Best effort."""
+        old = [g for g in self._alias_index().get(alias, []) if g <= newest - GENERATIONS_KEPT]
+        for generation in old:
+            try:
+                self.fs.rm(self._generation_path(alias, generation))
+            except (OSError, RegistryError):
+                pass
+
+    def _route(self, spec: str | dict[str, int]) -> tuple[str, dict[str, int]]:
+        """(target, weights) for a ref or a split, every version checked to exist."""
+        if isinstance(spec, dict):
+            weights = dict(spec)
+            check_weights(weights)
+        else:
+            weights = parse_split(spec)
+        if not weights:  # one ref
+            name, version = parse_ref(str(spec).strip())
+            self.manifest(name, version)  # NotFound if absent
+            return f"{name}@{version}", {}
+        for ref in weights:
+            self.manifest(*parse_ref(ref))
+        if len(weights) == 1:  # a split of one is just a target
+            return next(iter(weights)), {}
+        return primary(weights), weights
+
+    def set_alias(self, alias: str, target: str | dict[str, int], *,
+                  expected_generation: int | None = None) -> AliasRecord:
+        """Point an alias at one version ('name@3'), or split it between versions
+        ({'name@1': 90, 'name@2': 10} or 'name@1=90,name@2=10'). Compare-and-swap."""
+        check_name(alias, "alias")
+        new_target, weights = self._route(target)
+
+        def make(current: AliasRecord | None) -> AliasRecord:
+            history = list(current.history) if current else []
+            new_spec = format_split(weights) if weights else new_target
+            if current and current.spec != new_spec:
+                history.append(current.spec)
+            return AliasRecord(alias=alias, target=new_target, weights=weights, history=history[-50:],
+                               updated_at=now_iso())
+
+        return self._write_alias(alias, make, expected_generation)
+
+    def promote(self, alias: str, ref: str | None = None, *, expected_generation: int | None = None) -> AliasRecord:
+        """All of the alias's traffic to `ref` (default: the newest version in its split)."""
+        current = self.alias(alias)
+        if ref is None:
+            others = [r for r in current.refs if r != current.target] or current.refs
+            ref = max(others, key=lambda r: parse_ref(r)[1])
+        elif ref not in current.refs:
+            raise Conflict(f"{ref} is not in alias {alias!r}'s split ({current.spec}); "
+                           f"use `alias {alias} {ref}` to point it there")
+        return self.set_alias(alias, ref, expected_generation=expected_generation or current.generation)
+
+    def rollback(self, alias: str, *, expected_generation: int | None = None) -> AliasRecord:
+        current = self.alias(alias)
+        if not current.history:
+            raise Conflict(f"alias {alias!r} has no earlier target to roll back to")
+        previous = current.history[-1]
+        weights = parse_split(previous)
+        for ref in (weights or [previous]):
+            try:
+                self.manifest(*parse_ref(ref))
+            except NotFound as exc:
+                raise Conflict(f"alias {alias!r} cannot roll back to {previous}: {ref} was deleted; "
+                               f"point it at an existing version instead") from exc
+        target = primary(weights) if weights else previous
+
+        def make(now: AliasRecord | None) -> AliasRecord:
+            if now is None or now.generation != current.generation:
+                raise Conflict(f"alias {alias!r} changed while rolling back; read it again and retry")
+            return AliasRecord(alias=alias, target=target, weights=weights, history=now.history[:-1],
+                               updated_at=now_iso())
+
+        return self._write_alias(alias, make, expected_generation or current.generation)
+
+    def delete_alias(self, alias: str, *, expected_generation: int | None = None) -> None:
+        current = self.alias(alias)
+
+        def make(now: AliasRecord | None) -> AliasRecord:
+            history = [*(now.history if now else []), *([now.spec] if now else [])]
+            return AliasRecord(alias=alias, target="", history=history[-50:], updated_at=now_iso(), deleted=True)
+
+        self._write_alias(alias, make, expected_generation or current.generation)
+        legacy = self._p("aliases", f"{alias}.json")
+        if self._cat(legacy) is not None:
+            self.fs.rm(legacy)
+
+    # writing versions ------------------------------------------------------------------------
     def publish(
         self,
         folder: Path,
@@ -246,6 +567,8 @@ class Registry:
         category = category.upper()
         if category not in CATEGORIES:
             raise RegistryError(f"category {category!r} is not one of {list(CATEGORIES)}", code="invalid_category")
+        if alias:
+            check_name(alias, "alias")
         folder = Path(folder)
         config = check_adapter_folder(folder, limits)
         files = {f: (folder / f).read_bytes() for f in ADAPTER_FILES}
@@ -271,10 +594,11 @@ class Registry:
         return manifest
 
     def _write_new_version(self, name: str, files: dict[str, bytes], fields: dict[str, Any]) -> Manifest:
-        for _attempt in range(20):
-            # Never reuse a number, even of a deleted version: caches keyed by name@version
-            # (failed loads, other replicas, downloads) must not mistake one adapter for another.
-            version = max([*self.versions(name), *self._deleted(name)], default=0) + 1
+        for _attempt in range(50):
+            # Never reuse a number, even of a deleted or abandoned one: caches keyed by
+            # name@version (failed loads, other replicas, downloads) must not mistake one adapter
+            # for another.
+            version = max(self._version_entries(name)[1], default=0) + 1
             manifest = Manifest(version=version, created_at=now_iso(), **fields)
             body = manifest.model_dump_json(indent=2).encode()
             if self.local:
@@ -287,71 +611,46 @@ class Registry:
                         (staging / fname).write_bytes(data)
                     (staging / "manifest.json").write_bytes(body)
                     try:
-                        os.rename(staging, parent / str(version))  # fails if a racer took it
-                    except OSError:
+                        # A whole folder appears at once; it fails if a racer took the number
+                        # (mkdir first: rename onto an existing empty folder would succeed).
+                        os.mkdir(parent / str(version))
+                    except FileExistsError:
                         continue
+                    os.rename(staging, parent / str(version))
                 finally:
                     if staging.exists():
                         shutil.rmtree(staging, ignore_errors=True)
                 return manifest
             path = self.version_path(name, version)
-            if self.fs.exists(self._p("adapters", name, str(version), "manifest.json")):
+            try:  # take the number first: two publishers never write into one version's folder
+                self._create(f"{path}/.claim", f"{uuid.uuid4().hex} {now_iso()}".encode())
+            except FileExistsError:
                 continue
-            for fname, data in files.items():
-                self.fs.pipe_file(f"{path}/{fname}", data)
-            self.fs.pipe_file(f"{path}/manifest.json", body)  # last: marks the version complete
+            try:
+                for fname, data in files.items():
+                    self.fs.pipe_file(f"{path}/{fname}", data)
+                self._create(f"{path}/manifest.json", body)  # last: marks the version complete
+            except FileExistsError as exc:  # our own claim makes this impossible unless the store lies
+                raise Conflict(f"{name}@{version} was written by someone else meanwhile; retry") from exc
+            except Exception as exc:  # noqa: BLE001
+                raise self._unavailable(f"publishing {name}@{version}", exc) from exc
             return manifest
-        raise Conflict(f"could not allocate a new version for {name}: too many concurrent publishers")
-
-    def set_alias(self, alias: str, target: str) -> AliasRecord:
-        check_name(alias, "alias")
-        name, version = parse_ref(target)
-        self.manifest(name, version)  # NotFound if absent
-        current = self.aliases().get(alias)
-        history = list(current.history) if current else []
-        if current and current.target != target:
-            history.append(current.target)
-        rec = AliasRecord(alias=alias, target=f"{name}@{version}", history=history[-50:], updated_at=now_iso())
-        self._atomic_write(self._p("aliases", f"{alias}.json"), rec.model_dump_json(indent=2).encode())
-        return rec
-
-    def rollback(self, alias: str) -> AliasRecord:
-        current = self.alias(alias)
-        if not current.history:
-            raise Conflict(f"alias {alias!r} has no earlier target to roll back to")
-        previous = current.history[-1]
-        try:
-            self.manifest(*parse_ref(previous))
-        except NotFound as exc:
-            raise Conflict(f"alias {alias!r} cannot roll back to {previous}: that version was deleted; "
-                           f"point it at an existing version instead") from exc
-        rec = AliasRecord(alias=alias, target=previous, history=current.history[:-1], updated_at=now_iso())
-        self._atomic_write(self._p("aliases", f"{alias}.json"), rec.model_dump_json(indent=2).encode())
-        return rec
-
-    def delete_alias(self, alias: str) -> None:
-        self.alias(alias)
-        self.fs.rm(self._p("aliases", f"{alias}.json"))
+        raise Conflict(f"could not allocate a new version for {name}: too many concurrent publishers; retry")
 
     def delete_version(self, name: str, version: int) -> None:
         self.manifest(name, version)
         ref = f"{name}@{version}"
-        users = [a for a, rec in self.aliases().items() if rec.target == ref]
+        users = [a for a, rec in self.aliases().items() if ref in rec.refs]
         if users:
-            raise Conflict(f"{ref} is the target of alias(es) {users}; point them elsewhere first")
+            raise Conflict(f"{ref} is in the route of alias(es) {users}; point them elsewhere first")
         path = self.version_path(name, version)
-        self.fs.pipe_file(self._p("adapters", name, f"{version}.deleted"), now_iso().encode())  # tombstone
+        try:
+            self._create(self._p("adapters", name, f"{version}.deleted"), now_iso().encode())  # tombstone
+        except FileExistsError:
+            pass
         # manifest first, so a half-deleted version is no longer a version
         self.fs.rm(f"{path}/manifest.json")
         self.fs.rm(path, recursive=True)
-
-    def _deleted(self, name: str) -> list[int]:
-        base = self._p("adapters", name)
-        if not self.fs.exists(base):
-            return []
-        leaves = (PurePosixPath(p).name for p in self.fs.ls(base, detail=False))
-        return [int(leaf[: -len(".deleted")]) for leaf in leaves
-                if leaf.endswith(".deleted") and leaf[: -len(".deleted")].isascii() and leaf[: -len(".deleted")].isdigit()]
 
     # loading -------------------------------------------------------------------------------
     def local_folder(self, name: str, version: int) -> Path:
@@ -366,19 +665,24 @@ class Registry:
         assert self.cache_dir is not None, "a remote registry needs a local cache_dir"
         dest = self.cache_dir / name / str(version)
         if not (dest / "manifest.json").is_file():
-            tmp = self.cache_dir / name / f".dl-{uuid.uuid4().hex}"
-            tmp.mkdir(parents=True)
             files = list(self.manifest(name, version).files)
             unexpected = [f for f in files if f not in (*ADAPTER_FILES, *ALLOWED_EXTRA)]
             if unexpected:  # names from a remote manifest become local paths: only known ones
                 raise RegistryError(f"{name}@{version}: manifest lists unexpected files {unexpected}",
                                     code="unsafe_path")
-            for fname in [*files, "manifest.json"]:
-                self.fs.get(f"{self.version_path(name, version)}/{fname}", str(tmp / fname))
+            tmp = self.cache_dir / name / f".dl-{uuid.uuid4().hex}"
+            tmp.mkdir(parents=True)
             try:
+                for fname in [*files, "manifest.json"]:
+                    data = self._cat(f"{self.version_path(name, version)}/{fname}")
+                    if data is None:
+                        raise RegistryError(f"{name}@{version}: {fname} is missing", code="corrupt_adapter")
+                    (tmp / fname).write_bytes(data)
                 os.rename(tmp, dest)
             except OSError:
-                shutil.rmtree(tmp, ignore_errors=True)  # another download won
+                pass  # another download won the rename
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         return dest
 
     def verify(
@@ -407,15 +711,6 @@ class Registry:
             path = folder / fname
             if not path.is_file():
                 raise RegistryError(f"{manifest.ref}: {fname} is missing", code="corrupt_adapter")
-            actual = _sha256_path(path)
-            if actual != digest:
+            if sha256_file(path) != digest:
                 raise RegistryError(f"{manifest.ref}: {fname} checksum mismatch (file changed or corrupt)", code="corrupt_adapter")
         return manifest, folder
-
-
-def _sha256_path(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from bioinstruct.adapter_files import ADAPTER_FILES, AdapterLimits
-from bioinstruct.registry import Manifest, Registry
+from bioinstruct.registry import Conflict, Manifest, Registry
 
 SHIPPED_FILE = "shipped.json"
 
@@ -98,8 +98,11 @@ def publish_shipped(registry: Registry, base_fingerprint: str, limits: AdapterLi
             action = "published"
         alias = ""
         if item.alias not in registry.aliases():
-            registry.set_alias(item.alias, manifest.ref)
-            alias = f", alias {item.alias} -> {manifest.ref}"
+            try:  # only if nobody has made it meanwhile (another replica starting beside us)
+                registry.set_alias(item.alias, manifest.ref, expected_generation=registry.alias_generation(item.alias))
+                alias = f", alias {item.alias} -> {manifest.ref}"
+            except Conflict:
+                alias = f", alias {item.alias} set by another process meanwhile"
         lines.append(f"shipped adapter {manifest.ref}: {action}{alias}")
     for line in lines:
         say(line)

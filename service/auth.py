@@ -21,9 +21,10 @@ def _bearer(request: Request) -> str | None:
 class Caller:
     """Who is calling and which adapters they may use."""
 
-    def __init__(self, key_id: str | None, allowed: list[str] | None) -> None:
+    def __init__(self, key_id: str | None, allowed: list[str] | None, session: str | None = None) -> None:
         self.key_id = key_id
         self.allowed = allowed  # None: every adapter
+        self.session = session  # sticky key: one caller sees one version of a canary split
 
     def check(self, target) -> None:
         """Refuse a target none of whose names (alias, adapter, version, "base") the key lists."""
@@ -37,14 +38,15 @@ class Caller:
 
 
 def authenticate(request: Request, settings: ServiceSettings) -> Caller:
+    session = request.headers.get(settings.sticky_header) or None
     if not settings.api_keys:
-        return Caller(None, None)
+        return Caller(None, None, session)
     token = _bearer(request)
     if token is None:
         raise APIError(401, "missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
     for key, allowed in settings.api_keys.items():
         if hmac.compare_digest(token.encode(), key.encode()):
-            return Caller("key-" + hashlib.sha256(key.encode()).hexdigest()[:8], list(allowed))
+            return Caller("key-" + hashlib.sha256(key.encode()).hexdigest()[:8], list(allowed), session)
     raise APIError(401, "invalid API key", code="invalid_api_key")
 
 

@@ -79,7 +79,7 @@ def _publish_shipped(settings, core) -> None:
     """The adapters in adapters/ into the registry (idempotent); never stops the service from starting."""
     from bioinstruct.service.engine import EngineSettings
 
-    from bioinstruct.registry import Registry, RegistryError
+    from bioinstruct.registry import RegistryError, open_registry
     from bioinstruct.shipped import ShippedError, default_root, publish_shipped
 
     log = logging.getLogger("bioinstruct.shipped")
@@ -92,7 +92,7 @@ def _publish_shipped(settings, core) -> None:
         return
     try:
         base = inspect_base_model(core.base_model_dir)
-        registry = Registry(core.registry, cache_dir=core.home / ".cache" / "registry")
+        registry = open_registry(core=core)
         publish_shipped(registry, base.fingerprint, EngineSettings().adapter_limits(base.hidden_size),
                         root=root, say=log.info)
     except (BaseModelError, RegistryError, ShippedError, OSError) as exc:

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from bioinstruct.registry import Conflict, NotFound, RegistryError
+from bioinstruct.registry import Conflict, NotFound, RegistryError, RegistryUnavailable
 
 log = logging.getLogger("bioinstruct.service")
 
@@ -111,6 +111,8 @@ def registry_status(exc: RegistryError) -> int:
         return 404
     if isinstance(exc, Conflict):
         return 409
+    if isinstance(exc, RegistryUnavailable):
+        return 503
     return 400
 
 

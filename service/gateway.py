@@ -43,7 +43,7 @@ from bioinstruct.service.settings import ServiceSettings
 from bioinstruct.service.supervisor import EngineSupervisor
 
 from bioinstruct.model import BaseModelInfo, inspect_base_model
-from bioinstruct.registry import Registry
+from bioinstruct.registry import open_registry
 from bioinstruct.settings import CoreSettings
 
 log = logging.getLogger("bioinstruct.service")
@@ -74,16 +74,17 @@ class Gateway:
             connect_timeout_s=settings.engine_connect_timeout_s,
         )
         self.client = self.supervisor.client
-        self.registry = Registry(core.registry or core.home / "registry",
-                                 cache_dir=core.home / ".cache" / "registry")
-        serving_slots = self.engine_settings.max_cpu_loras
+        self.registry = open_registry(core=core)
         self.adapter_limits = self.engine_settings.adapter_limits(self.base.hidden_size)
         self.adapters = AdapterManager(
             self.registry, self.client, self.base,
             limits=self.adapter_limits,
-            pinned_capacity=max(1, serving_slots - 3),
+            # vLLM keeps this many adapters in its LoRA cache; more would churn it on every batch.
+            capacity=max(self.engine_settings.max_cpu_loras, self.engine_settings.max_loras),
             metrics=self.metrics,
+            preload=settings.preload,
             drain_timeout_s=settings.drain_timeout_s,
+            stale_after_s=settings.registry_stale_after_s,
             base_name=self.engine_settings.served_name,
         )
         self.admission = Admission(settings.max_inflight, settings.max_queue, settings.queue_timeout_s,
@@ -152,6 +153,9 @@ class Gateway:
             "aliases": dict(self.adapters.routes),
             "problems": problems,
             "warnings": self.adapters.warnings(),
+            "registry": {"ok": self.adapters.registry_error is None,
+                         "stale_s": round(self.adapters.registry_stale_s(), 1),
+                         "error": self.adapters.registry_error},
         }
 
     # ---- shared helpers ------------------------------------------------------------------
@@ -172,7 +176,8 @@ class Gateway:
         async with self.admission.slot():
             # Only an omitted adapter may fall back to base when the route's default alias is not
             # published; one the caller names must exist (404 otherwise), or a typo is served silently.
-            target = self.adapters.resolve(spec or route_default, family, base_if_unpublished=not spec)
+            target = self.adapters.resolve(spec or route_default, family, base_if_unpublished=not spec,
+                                           sticky=caller.session)
             caller.check(target)
             async with self.adapters.lease(target, state):
                 yield target

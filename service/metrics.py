@@ -34,6 +34,18 @@ class Metrics:
         self.unreadable_aliases = Gauge("bioinstruct_registry_unreadable_aliases",
                                         "Alias files in the registry that cannot be read (last good version kept)",
                                         registry=r)
+        self.reconcile_failures = Counter("bioinstruct_registry_reconcile_failures_total",
+                                          "Registry reads that failed (the replica kept its last good state)",
+                                          registry=r)
+        self.registry_stale = Gauge("bioinstruct_registry_stale_seconds",
+                                    "Seconds since the registry was last read successfully (0 when it reads fine)",
+                                    registry=r)
+        self.alias_requests = Counter("bioinstruct_alias_requests_total",
+                                      "Requests by alias and the version that served them (canary splits)",
+                                      ["alias", "version"], registry=r)
+        self.adapter_load_seconds = Histogram("bioinstruct_adapter_load_seconds",
+                                              "Validate + load + warm of one adapter version (cold start)",
+                                              buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=r)
         self.engine_up = Gauge("bioinstruct_engine_up", "1 when the engine is healthy", registry=r)
         self.engine_restarts = Counter("bioinstruct_engine_restarts_total", "Engine restarts by the gateway",
                                        registry=r)

@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from bioinstruct.registry import NAME_PATTERN, REF_PATTERN, VERSION_PATTERN, Category
@@ -296,14 +297,43 @@ class PublishRequest(Strict):
 
 
 class AliasRequest(Strict):
-    target: Annotated[str, StringConstraints(pattern=rf"^{REF_PATTERN}$")] = Field(
-        description="<name>@<version>")
+    """One target, or a weighted split between versions (a canary): give `target` or `weights`."""
+
+    target: Annotated[str, StringConstraints(pattern=rf"^{REF_PATTERN}$")] | None = Field(
+        None, description="<name>@<version>: all traffic to this version")
+    weights: dict[Annotated[str, StringConstraints(pattern=rf"^{REF_PATTERN}$")],
+                  Annotated[int, Field(ge=0, le=1000)]] | None = Field(
+        None, min_length=1, max_length=16,
+        description="{<name>@<version>: weight}: traffic split by weight; weight 0 drains a version")
+    expected_generation: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Compare-and-swap: refuse (409) unless the alias is at this generation (0: new)")
+
+    @model_validator(mode="after")
+    def _one_route(self) -> AliasRequest:
+        if (self.target is None) == (self.weights is None):
+            raise ValueError("give exactly one of 'target' (one version) or 'weights' (a split)")
+        if self.weights is not None and sum(self.weights.values()) <= 0:
+            raise ValueError("'weights': give at least one version a positive weight")
+        return self
+
+    @property
+    def route(self) -> str | dict[str, int]:
+        return self.target if self.target is not None else dict(self.weights or {})
+
+
+class PromoteRequest(Strict):
+    target: Annotated[str, StringConstraints(pattern=rf"^{REF_PATTERN}$")] | None = Field(
+        None, description="The version to send all traffic to (default: the newest in the split)")
+    expected_generation: Annotated[int, Field(ge=0)] | None = None
 
 
 class AliasOut(BaseModel):
     alias: str
     target: str
+    weights: dict[str, int] = Field(default_factory=dict)
+    generation: int = 0
     serving: str | None
+    serving_split: dict[str, int] = Field(default_factory=dict)
     history: list[str]
     error: str | None = None
 

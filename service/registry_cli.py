@@ -13,7 +13,14 @@ from pathlib import Path
 
 import typer
 
-from bioinstruct.registry import CATEGORIES, Registry, RegistryError, parse_ref
+from bioinstruct.registry import (
+    CATEGORIES,
+    Registry,
+    RegistryError,
+    open_registry,
+    parse_ref,
+    parse_split,
+)
 from bioinstruct.settings import core_settings
 
 adapters_app = typer.Typer(no_args_is_help=True, help="List, publish, alias, roll back and delete adapter versions.")
@@ -21,8 +28,7 @@ REGISTRY = typer.Option(None, "--registry", help="Registry root or fsspec URL (d
 
 
 def _registry(url: str | None) -> Registry:
-    core = core_settings()
-    return Registry(url or core.registry, cache_dir=core.home / ".cache" / "registry")
+    return open_registry(url)
 
 
 def _base_and_limits():
@@ -49,11 +55,14 @@ def list_cmd(registry: str = REGISTRY, as_json: bool = typer.Option(False, "--js
     aliases = reg.aliases()
     by_target: dict[str, list[str]] = {}
     for alias, rec in aliases.items():
-        by_target.setdefault(rec.target, []).append(alias)
+        for ref in rec.refs:
+            by_target.setdefault(ref, []).append(alias)
     rows = [{"ref": m.ref, "category": m.category, "rank": m.rank, "aliases": sorted(by_target.get(m.ref, [])),
              "created_at": m.created_at, "description": m.description} for m in reg.manifests()]
     if as_json:
-        typer.echo(json.dumps({"versions": rows, "aliases": {a: r.target for a, r in sorted(aliases.items())}}, indent=2))
+        typer.echo(json.dumps({"versions": rows, "aliases": {a: r.target for a, r in sorted(aliases.items())},
+                               "splits": {a: r.weights for a, r in sorted(aliases.items()) if r.weights},
+                               "generations": {a: r.generation for a, r in sorted(aliases.items())}}, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -89,28 +98,46 @@ def publish_cmd(
 
 
 @adapters_app.command("alias")
-def alias_cmd(alias: str = typer.Argument(...), target: str = typer.Argument(..., help="name@version"),
-              registry: str = REGISTRY) -> None:
-    """Point ALIAS at a version (the serving gateway swaps with zero downtime)."""
+def alias_cmd(
+    alias: str = typer.Argument(...),
+    targets: list[str] = typer.Argument(..., help="name@version, or a split: name@1=90 name@2=10 (weight 0 drains)"),
+    expect_generation: int = typer.Option(None, "--expect-generation",
+                                          help="Compare-and-swap: refuse unless the alias is at this generation"),
+    registry: str = REGISTRY,
+) -> None:
+    """Point ALIAS at a version, or split its traffic between versions by weight (a canary)."""
     base, limits = _base_and_limits()
     reg = _registry(registry)
     try:
-        name, version = parse_ref(target)
-        reg.verify(name, version, base_fingerprint=base.fingerprint, limits=limits)
-        rec = reg.set_alias(alias, target)
+        weights = parse_split(targets)
+        for ref in (weights or targets):
+            reg.verify(*parse_ref(ref), base_fingerprint=base.fingerprint, limits=limits)
+        rec = reg.set_alias(alias, weights or targets[0], expected_generation=expect_generation)
     except RegistryError as exc:
         raise _fail(exc) from exc
-    typer.echo(f"alias {alias} -> {rec.target}")
+    typer.echo(f"alias {alias} -> {rec.spec} (generation {rec.generation})")
+
+
+@adapters_app.command("promote")
+def promote_cmd(alias: str = typer.Argument(...),
+                target: str = typer.Argument(None, help="name@version (default: the newest in the split)"),
+                registry: str = REGISTRY) -> None:
+    """Send all of a split alias's traffic to one version."""
+    try:
+        rec = _registry(registry).promote(alias, target)
+    except RegistryError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"alias {alias} -> {rec.spec} (generation {rec.generation})")
 
 
 @adapters_app.command("rollback")
 def rollback_cmd(alias: str = typer.Argument(...), registry: str = REGISTRY) -> None:
-    """Point ALIAS back at its previous version."""
+    """Point ALIAS back at its previous route (a version or a split)."""
     try:
         rec = _registry(registry).rollback(alias)
     except RegistryError as exc:
         raise _fail(exc) from exc
-    typer.echo(f"alias {alias} -> {rec.target}")
+    typer.echo(f"alias {alias} -> {rec.spec} (generation {rec.generation})")
 
 
 @adapters_app.command("delete")

@@ -60,12 +60,36 @@ class ServiceSettings(BaseSettings):
 
     # Registry reconciliation: how often to look for alias changes by other processes.
     poll_interval_s: float = 1.0
+    # A registry unreadable for longer than this fails readiness (the replica keeps answering
+    # from its last good state, but no longer claims it is the registry's current one).
+    registry_stale_after_s: float = 60.0
+    # Aliases loaded at start and kept resident (readiness waits for them). None: the route
+    # defaults (qa_adapter, extract_adapter, generate_adapter); "" : none, every alias is loaded
+    # by its first request. JSON list or comma-separated.
+    preload_adapters: Annotated[list[str] | None, NoDecode] = None
+    # A request header whose value pins a caller to one version of a weighted alias (canary).
+    sticky_header: str = "x-session-id"
     drain_timeout_s: float = 300.0
     # On SIGTERM: how long requests already running may take to finish before the
     # gateway stops (keep terminationGracePeriodSeconds above it in Kubernetes).
     shutdown_grace_s: float = 30.0
     engine_request_timeout_s: float = 600.0
     engine_connect_timeout_s: float = 30.0
+
+    @field_validator("preload_adapters", mode="before")
+    @classmethod
+    def _preload_list(cls, value):
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @property
+    def preload(self) -> list[str]:
+        if self.preload_adapters is None:
+            return [a for a in (self.qa_adapter, self.extract_adapter, self.generate_adapter) if a not in ("base", "auto")]
+        return list(self.preload_adapters)
 
     @field_validator("api_keys", mode="before")
     @classmethod

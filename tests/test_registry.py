@@ -69,15 +69,56 @@ def test_interrupted_alias_write_leaves_previous_state(reg, lora, monkeypatch):
     def crash(src, dst):
         raise OSError("power cut")
 
-    monkeypatch.setattr(registry_mod.os, "replace", crash)
+    monkeypatch.setattr(registry_mod.os, "link", crash)
     with pytest.raises(OSError):
         reg.set_alias("qa", "bio-qa@2")
     monkeypatch.undo()
     assert reg.alias("qa").target == "bio-qa@1"
-    assert [p.name for p in Path(reg.root, "aliases").iterdir()] == ["qa.json"]  # no temp left behind
+    assert [p.name for p in Path(reg.root, "aliases", "qa").iterdir()] == ["0000000001.json"]  # no temp left
     # a half-written temp file from a killed writer is ignored by readers
-    Path(reg.root, "aliases", ".qa.json.123.tmp").write_text('{"alias": "qa", "tar')
-    assert list(reg.aliases()) == ["qa"]
+    Path(reg.root, "aliases", "qa", ".0000000002.json.123.tmp").write_text('{"alias": "qa", "tar')
+    assert list(reg.aliases()) == ["qa"] and reg.alias("qa").target == "bio-qa@1"
+
+
+def test_a_registry_from_before_generations_is_read_and_moved_on(reg, lora):
+    """aliases/<alias>.json (the old layout) reads as generation 0; the first move continues it."""
+    reg.publish(lora, name="bio-qa", category="QA", base_fingerprint=FP)
+    reg.publish(lora, name="bio-qa", category="QA", base_fingerprint=FP)
+    Path(reg.root, "aliases").mkdir(exist_ok=True)
+    Path(reg.root, "aliases", "qa.json").write_text(json.dumps(
+        {"alias": "qa", "target": "bio-qa@1", "history": [], "updated_at": "2026-12-01T00:00:00Z"}))
+    assert reg.alias("qa").target == "bio-qa@1" and reg.alias_generation("qa") == 0
+    rec = reg.set_alias("qa", "bio-qa@2", expected_generation=0)
+    assert rec.generation == 1 and rec.history == ["bio-qa@1"] and reg.alias("qa").target == "bio-qa@2"
+    reg.delete_alias("qa")
+    assert "qa" not in reg.aliases() and not Path(reg.root, "aliases", "qa.json").exists()
+
+
+def test_weighted_aliases_promote_and_roll_back(reg, lora):
+    from bioinstruct.registry import parse_split
+
+    for _ in range(3):
+        reg.publish(lora, name="bio-ie", category="IE", base_fingerprint=FP)
+    reg.set_alias("ie", "bio-ie@1")
+    rec = reg.set_alias("ie", "bio-ie@1=90,bio-ie@2=10")
+    assert rec.weights == {"bio-ie@1": 90, "bio-ie@2": 10} and rec.target == "bio-ie@1"
+    assert rec.history == ["bio-ie@1"] and rec.split == [("bio-ie@1", 90), ("bio-ie@2", 10)]
+    with pytest.raises(Conflict, match="route of alias"):
+        reg.delete_version("bio-ie", 2)  # in the split: not deletable
+    promoted = reg.promote("ie")
+    assert promoted.target == "bio-ie@2" and promoted.weights == {} and promoted.history[-1] == "bio-ie@1=90,bio-ie@2=10"
+    back = reg.rollback("ie")
+    assert back.weights == {"bio-ie@1": 90, "bio-ie@2": 10} and back.history == ["bio-ie@1"]
+    drained = reg.set_alias("ie", {"bio-ie@1": 0, "bio-ie@2": 100})
+    assert drained.target == "bio-ie@2" and drained.split == [("bio-ie@1", 0), ("bio-ie@2", 100)]
+    with pytest.raises(Conflict, match="not in alias"):
+        reg.promote("ie", "bio-ie@3")
+    for bad, match in (("bio-ie@1=x", "weight"), ("bio-ie@1=0,bio-ie@2=0", "every weight is 0"),
+                       ("bio-ie@1=5,bio-ie@1=5", "twice"), ("bio-ie@1=2000,bio-ie@2=1", "between")):
+        with pytest.raises(RegistryError, match=match):
+            parse_split(bad)
+    with pytest.raises(NotFound):
+        reg.set_alias("ie", "bio-ie@1=50,bio-ie@9=50")
 
 
 def test_names_and_refs_are_checked(reg, lora):

@@ -15,7 +15,7 @@ from bioinstruct.training.checkpoint import write_json_atomic
 from bioinstruct.training.config import TrainConfig
 
 from bioinstruct.adapter_files import AdapterLimits
-from bioinstruct.registry import Manifest, NotFound, Registry
+from bioinstruct.registry import Manifest, NotFound, open_registry
 
 PUBLISHED = "published.json"
 
@@ -52,7 +52,7 @@ def training_record(run_dir: Path, summary: dict[str, Any], cfg: TrainConfig) ->
 def publish_run(job, run_dir: Path, summary: dict[str, Any], base, registry_url: str, cfg: TrainConfig,
                 say=print) -> Manifest:
     """Publish run_dir/adapter as the next version of job.name (once), then point job.alias at it."""
-    registry = Registry(registry_url)
+    registry = open_registry(registry_url)
     marker = run_dir / PUBLISHED
     if marker.is_file():
         rec = json.loads(marker.read_text())

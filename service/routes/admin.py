@@ -18,12 +18,13 @@ from bioinstruct.service.protocol import (
     AdapterVersionOut,
     AliasOut,
     AliasRequest,
+    PromoteRequest,
     PublishRequest,
 )
 from fastapi import APIRouter, Depends
 from fastapi import Path as PathParam
 
-from bioinstruct.registry import NAME_PATTERN, RegistryError, parse_ref
+from bioinstruct.registry import NAME_PATTERN, AliasRecord, RegistryError, parse_ref
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 # Path parameters say in the schema what the registry accepts (an invalid one is a 400 either way).
@@ -33,9 +34,11 @@ Version = Annotated[int, PathParam(ge=1, le=999_999_999)]
 ERRORS = responses(400, 401, 403, 404, 409, 503)
 
 
-def _alias_out(gw: Gateway, alias: str) -> AliasOut:
-    rec = gw.registry.alias(alias)
-    return AliasOut(alias=alias, target=rec.target, serving=gw.adapters.routes.get(alias),
+def _alias_out(gw: Gateway, alias: str, rec: AliasRecord | None = None) -> AliasOut:
+    rec = rec or gw.registry.alias(alias)
+    return AliasOut(alias=alias, target=rec.target, weights=rec.weights, generation=rec.generation,
+                    serving=gw.adapters.routes.get(alias),
+                    serving_split=dict(gw.adapters.splits.get(alias, ())) if alias in gw.adapters.splits else {},
                     history=rec.history, error=gw.adapters.alias_errors.get(alias))
 
 
@@ -45,11 +48,11 @@ async def list_adapters(gw: Gateway = Depends(get_admin)) -> AdaptersOut:
     aliases = await asyncio.to_thread(gw.registry.aliases)
     by_target: dict[str, list[str]] = {}
     for alias, rec in aliases.items():
-        by_target.setdefault(rec.target, []).append(alias)
+        for ref in rec.refs:
+            by_target.setdefault(ref, []).append(alias)
     versions = [AdapterVersionOut(ref=m.ref, loaded=m.ref in gw.adapters.loaded, aliases=sorted(by_target.get(m.ref, [])),
                                   manifest=m.model_dump()) for m in manifests]
-    alias_out = [AliasOut(alias=a, target=r.target, serving=gw.adapters.routes.get(a), history=r.history,
-                          error=gw.adapters.alias_errors.get(a)) for a, r in sorted(aliases.items())]
+    alias_out = [_alias_out(gw, a, r) for a, r in sorted(aliases.items())]
     swaps = [vars(e) for e in list(gw.adapters.events)[-20:]]
     return AdaptersOut(versions=versions, aliases=alias_out, swaps=swaps)
 
@@ -91,7 +94,7 @@ async def get_version(name: AdapterName, version: Version, gw: Gateway = Depends
     manifest = await asyncio.to_thread(gw.registry.manifest, name, version)
     aliases = await asyncio.to_thread(gw.registry.aliases)
     return AdapterVersionOut(ref=manifest.ref, loaded=manifest.ref in gw.adapters.loaded,
-                             aliases=sorted(a for a, r in aliases.items() if r.target == manifest.ref),
+                             aliases=sorted(a for a, r in aliases.items() if manifest.ref in r.refs),
                              manifest=manifest.model_dump())
 
 
@@ -105,12 +108,13 @@ async def delete_version(name: AdapterName, version: Version, gw: Gateway = Depe
     await gw.adapters.retire(ref)  # a deleted version is never served again, pinned or not
 
 
-async def _point(gw: Gateway, alias: str, target: str) -> AliasOut:
-    name, version = parse_ref(target)
+async def _point(gw: Gateway, alias: str, route: str | dict[str, int], expected: int | None = None) -> AliasOut:
     # Validate before the registry changes, so a bad version never becomes desired state.
-    await asyncio.to_thread(gw.registry.verify, name, version, base_fingerprint=gw.base.fingerprint,
-                            limits=gw.adapter_limits)
-    await asyncio.to_thread(gw.registry.set_alias, alias, target)
+    for ref in (route if isinstance(route, dict) else [route]):
+        name, version = parse_ref(ref)
+        await asyncio.to_thread(gw.registry.verify, name, version, base_fingerprint=gw.base.fingerprint,
+                                limits=gw.adapter_limits)
+    await asyncio.to_thread(lambda: gw.registry.set_alias(alias, route, expected_generation=expected))
     return await _reconciled(gw, alias)
 
 
@@ -125,13 +129,28 @@ async def _reconciled(gw: Gateway, alias: str) -> AliasOut:
 
 
 @router.put("/aliases/{alias}", response_model=AliasOut, responses=ERRORS,
-            summary="Point an alias at a version (zero-downtime swap)")
+            summary="Point an alias at a version, or split it between versions by weight (zero-downtime swap; "
+                    "compare-and-swap with expected_generation)")
 async def set_alias(alias: AliasName, body: AliasRequest, gw: Gateway = Depends(get_admin)) -> AliasOut:
-    return await _point(gw, alias, body.target)
+    return await _point(gw, alias, body.route, body.expected_generation)
+
+
+@router.get("/aliases/{alias}", response_model=AliasOut, responses=ERRORS,
+            summary="An alias's record (target, split, generation, history) and what this replica serves")
+async def get_alias(alias: AliasName, gw: Gateway = Depends(get_admin)) -> AliasOut:
+    return await asyncio.to_thread(_alias_out, gw, alias)
+
+
+@router.post("/aliases/{alias}/promote", response_model=AliasOut, responses=ERRORS,
+             summary="Send all of a split alias's traffic to one version (default: the newest in the split)")
+async def promote(alias: AliasName, body: PromoteRequest | None = None, gw: Gateway = Depends(get_admin)) -> AliasOut:
+    body = body or PromoteRequest()
+    await asyncio.to_thread(lambda: gw.registry.promote(alias, body.target, expected_generation=body.expected_generation))
+    return await _reconciled(gw, alias)
 
 
 @router.post("/aliases/{alias}/rollback", response_model=AliasOut, responses=ERRORS,
-             summary="Point an alias back at its previous version")
+             summary="Point an alias back at its previous route (version or split)")
 async def rollback(alias: AliasName, gw: Gateway = Depends(get_admin)) -> AliasOut:
     await asyncio.to_thread(gw.registry.rollback, alias)
     return await _reconciled(gw, alias)
