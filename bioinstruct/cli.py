@@ -111,7 +111,9 @@ def data_list() -> None:
         for file_name, entry in dataset.files.items():
             origin = (manifest.raw_url(entry.upstream) if entry.upstream
                       else f"derived ({entry.derive.how})")  # type: ignore[union-attr]
-            typer.echo(f"  {file_name}  sha256 {entry.sha256}  {origin}")
+            typer.echo(f"  {file_name}  {entry.size} bytes  sha256 {entry.sha256}  {origin}")
+    entries = [e for dataset in manifest.datasets.values() for e in dataset.files.values()]
+    typer.echo(f"{len(entries)} files, {sum(e.size for e in entries) / 1e6:.1f} MB")
 
 
 def _register_subcommands() -> None:

@@ -19,7 +19,8 @@ def test_the_wheel_installs_one_top_level_package_with_its_data(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"bioinstruct"}
     for package in ("service", "service/routes", "eval", "training", "generation", "generation/converters",
-                    "seeds", "instruct", "bench", "vllm_plugin"):
+                    "seeds", "instruct", "bench", "vllm_plugin", "data"):
         assert f"bioinstruct/{package}/__init__.py" in names, package
-    for data in ("instruct/benchmarks/pubmedqa.yaml", "seeds/seed_tasks.jsonl", "training/configs/cpu-smollm2.yaml"):
+    for data in ("instruct/benchmarks/pubmedqa.yaml", "seeds/seed_tasks.jsonl", "training/configs/cpu-smollm2.yaml",
+                 "data/sources.yaml"):
         assert f"bioinstruct/{data}" in names, data

@@ -18,7 +18,11 @@ class SourceMissing(RuntimeError):
 
 
 class SourceUnavailable(RuntimeError):
-    """This source could not be reached or kept failing: try the next source."""
+    """This source kept failing: try the next source."""
+
+
+class SourceUnreachable(SourceUnavailable):
+    """No connection to this host at all: the caller skips the host's other files too."""
 
 
 def fetch_http(url: str, part: Path, *, size: int | None, timeout_s: float, retries: int,
@@ -41,7 +45,8 @@ def fetch_http(url: str, part: Path, *, size: int | None, timeout_s: float, retr
                 have = 0
             if size is not None and have == size:
                 return  # complete already: the caller verifies it
-            headers = {"Range": f"bytes={have}-"} if have else {}
+            # identity: a Range then counts bytes of the file itself, not of a compressed form
+            headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={have}-"} if have else {})}
             try:
                 with client.stream("GET", url, headers=headers) as response:
                     if response.status_code == 404:
@@ -56,11 +61,15 @@ def fetch_http(url: str, part: Path, *, size: int | None, timeout_s: float, retr
                     if have and progress and resumed:
                         progress(have)
                     with part.open("ab" if resumed else "wb") as fh:
-                        for block in response.iter_bytes(1 << 16):
+                        for block in response.iter_bytes():  # as they arrive: a cut keeps them all
                             fh.write(block)
                             if progress:
                                 progress(len(block))
                 return
+            except httpx.ConnectError as exc:
+                if attempt == 0:  # no route, refused, no DNS: retrying would only wait
+                    raise SourceUnreachable(f"{url}: cannot connect ({exc})") from None
+                last = exc
             except httpx.TransportError as exc:
                 last = exc  # what arrived is in .part; the next attempt asks for the rest
     raise SourceUnavailable(f"{url}: {type(last).__name__}: {last} (after {retries + 1} attempts)")

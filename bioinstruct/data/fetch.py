@@ -17,7 +17,13 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from bioinstruct.data.derive import DeriveError, derive
-from bioinstruct.data.download import SourceMissing, SourceUnavailable, fetch_http, fetch_local
+from bioinstruct.data.download import (
+    SourceMissing,
+    SourceUnavailable,
+    SourceUnreachable,
+    fetch_http,
+    fetch_local,
+)
 from bioinstruct.data.manifest import Dataset, FileEntry, Manifest, load_manifest
 from bioinstruct.data.settings import DataSettings
 from bioinstruct.settings import CoreSettings
@@ -133,6 +139,7 @@ class _Job:
         self.upstream = upstream
         self.settings = settings
         self.reporter = reporter
+        self.unreachable: dict[str, str] = {}  # host -> why: its other files are not tried again
 
     def dataset(self, name: str) -> dict[str, str]:
         dataset = self.manifest.datasets[name]
@@ -203,10 +210,17 @@ class _Job:
         return how
 
     def _transfer(self, location: str, part: Path, size: int | None, rel: str, *, http: bool) -> str:
+        host = urlsplit(location).netloc if http else ""
+        if host in self.unreachable:
+            raise SourceUnreachable(self.unreachable[host])
         progress = self.reporter.transfer(rel, size or 0)
         if http:
-            fetch_http(location, part, size=size, timeout_s=self.settings.timeout_s,
-                       retries=self.settings.retries, progress=progress)
+            try:
+                fetch_http(location, part, size=size, timeout_s=self.settings.timeout_s,
+                           retries=self.settings.retries, progress=progress)
+            except SourceUnreachable as exc:
+                self.unreachable[host] = str(exc)
+                raise
             return "downloaded"
         return fetch_local(Path(location), part, progress)
 
