@@ -145,7 +145,7 @@ def _chat(messages: Any, key: str) -> tuple[str | None, str, str, str]:
     if roles != ["user", "assistant"]:
         shape = ", ".join(roles) or "none"
         raise FormatError(
-            f"{key}: turns after the system turn are [{shape}]; only single-turn chats are trained (an "
+            f"{key}: the turns after any system turn are [{shape}]; only single-turn chats are trained (an "
             "optional system turn, one user turn, then the assistant's answer), because the service sends "
             "one user turn per request: split the conversation into single-turn records or leave it out"
         )
