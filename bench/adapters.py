@@ -30,7 +30,14 @@ from typing import Any
 
 import httpx
 import typer
-from bioinstruct.bench import common as C
+from bioinstruct.bench import traffic
+from bioinstruct.bench.loras import ALL_LINEAR, DEFAULT_TARGETS, make_lora, merge_lora
+from bioinstruct.bench.machine import loadavg
+from bioinstruct.bench.plots import errorbars, pyplot, save_figure
+from bioinstruct.bench.processes import running_engine
+from bioinstruct.bench.prompts import completion_bodies, load_long_prompts, load_prompts
+from bioinstruct.bench.report import Comparison, document, fmt, fmt_summary, log, progress, target
+from bioinstruct.bench.stats import paired_ratio, ratio, summaries
 
 
 @dataclass
@@ -45,13 +52,13 @@ class EngineConfig:
 
 # adapter key -> (seed, rank, targets)
 ADAPTERS: dict[str, tuple[int, int, tuple[str, ...]]] = {
-    "r8-qkvo-1": (1, 8, C.DEFAULT_TARGETS),
-    "r8-qkvo-2": (2, 8, C.DEFAULT_TARGETS),
-    "r8-qkvo-3": (3, 8, C.DEFAULT_TARGETS),
-    "r16-qkvo": (4, 16, C.DEFAULT_TARGETS),
-    "r4-qkvo": (5, 4, C.DEFAULT_TARGETS),
+    "r8-qkvo-1": (1, 8, DEFAULT_TARGETS),
+    "r8-qkvo-2": (2, 8, DEFAULT_TARGETS),
+    "r8-qkvo-3": (3, 8, DEFAULT_TARGETS),
+    "r16-qkvo": (4, 16, DEFAULT_TARGETS),
+    "r4-qkvo": (5, 4, DEFAULT_TARGETS),
     "r8-qv": (6, 8, ("q_proj", "v_proj")),
-    "r8-all": (7, 8, C.ALL_LINEAR),
+    "r8-all": (7, 8, ALL_LINEAR),
 }
 
 # workload -> adapter keys used in turn ("base": the served model itself)
@@ -91,64 +98,58 @@ CONFIGS = [
 
 def _adapter(key: str) -> Path:
     seed, rank, targets = ADAPTERS[key]
-    return C.make_lora(seed, rank, targets)
+    return make_lora(seed, rank, targets)
 
 
 def run(configs: list[str] | None = None, repeats: int = 3, concurrency: int = 32, requests: int = 32,
         max_tokens: int = 32, out: Path | None = None) -> Path:
-    C.setup_env()
-    out = C.run_dir("adapters", out)
-    logs = out / "logs"
-    machine = C.machine_info()
     chosen = [c for c in CONFIGS if not configs or c.name in configs]
-    C.log(f"adapter-mix comparison ({', '.join(c.name for c in chosen)}) → {out}; load {machine['loadavg_start']}")
-    prompts = C.load_prompts(64)
-    long_prompts = C.load_long_prompts(48)
+    bench = Comparison("adapters", out, f"adapter-mix comparison ({', '.join(c.name for c in chosen)})")
+    prompts = load_prompts(64)
+    long_prompts = load_long_prompts(48)
     runs: list[dict[str, Any]] = []
-    t_start = time.time()
     for cfg in chosen:
-        model_dir = C.merge_lora(_adapter(cfg.merged)) if cfg.merged else None
+        model_dir = merge_lora(_adapter(cfg.merged)) if cfg.merged else None
         needed = sorted({k for w in cfg.workloads for k in WORKLOADS[w] if k != "base"})
         folders = {k: _adapter(k) for k in needed}
-        C.log(f"engine {cfg.name}: {cfg.label}")
+        log(f"engine {cfg.name}: {cfg.label}")
         t0 = time.monotonic()
-        with C.running_engine(model_dir, lora=cfg.lora, log_dir=logs, **cfg.settings) as engine:
+        with running_engine(model_dir, lora=cfg.lora, log_dir=bench.logs, **cfg.settings) as engine:
             startup = time.monotonic() - t0
             url = engine.base_url
             with httpx.Client(base_url=url, timeout=300) as client:
                 for key, folder in folders.items():
-                    r = client.post("/v1/load_lora_adapter", json={"lora_name": key, "lora_path": str(folder)})
+                    r = client.post("/v1/load_lora_adapter",
+                                    json={"lora_name": key, "lora_path": str(folder)})
                     r.raise_for_status()
-            C.warm(url, [k for k in ["base", *folders]], prompts[0])
-            with C.progress() as bar:
+            traffic.warm(url, [k for k in ["base", *folders]], prompts[0])
+            with progress() as bar:
                 task = bar.add_task(cfg.name, total=repeats * len(cfg.workloads) * requests)
                 for rep in range(repeats):
                     k = rep % len(cfg.workloads)
                     for w in cfg.workloads[k:] + cfg.workloads[:k]:
                         bar.update(task, description=f"{cfg.name} rep {rep + 1}/{repeats}: {w}")
                         long = w.endswith(", long")
-                        bodies = C.completion_bodies(long_prompts if long else prompts, WORKLOADS[w], requests,
-                                                     LONG_NEW_TOKENS if long else max_tokens, offset=rep * 5)
-                        la = C.loadavg()[0]
-                        res, dur = asyncio.run(C.closed_loop(f"{url}/v1/completions", bodies, concurrency,
-                                                             on_done=lambda t=task: bar.advance(t)))
-                        st = C.level_stats(res, concurrency, dur)
+                        bodies = completion_bodies(long_prompts if long else prompts, WORKLOADS[w], requests,
+                                                   LONG_NEW_TOKENS if long else max_tokens, offset=rep * 5)
+                        la = loadavg()[0]
+                        res, dur = asyncio.run(traffic.closed_loop(
+                            f"{url}/v1/completions", bodies, concurrency,
+                            on_done=lambda t=task: bar.advance(t)))
+                        st = traffic.level_stats(res, concurrency, dur)
                         if st.failed:
-                            C.log(f"[yellow]{cfg.name}/{w}: {st.failed} failed: {st.errors}[/yellow]")
+                            log(f"[yellow]{cfg.name}/{w}: {st.failed} failed: {st.errors}[/yellow]")
                         runs.append({"config": cfg.name, "workload": w, "repeat": rep, "loadavg_before": la,
                                      "engine_start_s": round(startup, 1), **st.as_dict()})
-        C.log(f"engine {cfg.name} done; load {C.loadavg()}")
+        log(f"engine {cfg.name} done; load {loadavg()}")
     report = aggregate(runs, chosen)
-    report.update(machine=machine, command=C.current_command(), runs=runs, config={
-        "configs": [{"name": c.name, "label": c.label, "lora": c.lora, "settings": c.settings, "merged": c.merged,
-                     "workloads": c.workloads} for c in chosen],
+    report.update(runs=runs, config={
+        "configs": [{"name": c.name, "label": c.label, "lora": c.lora, "settings": c.settings,
+                     "merged": c.merged, "workloads": c.workloads} for c in chosen],
         "adapters": {k: {"seed": s, "rank": r, "targets": list(t)} for k, (s, r, t) in ADAPTERS.items()},
         "repeats": repeats, "concurrency": concurrency, "requests": requests, "max_tokens": max_tokens,
-        "seconds": round(time.time() - t_start, 1)})
-    report["plots"] = plot(out, report)
-    C.write_report(out, "adapters", report, markdown)
-    C.log(f"done: {out / 'adapters.md'}")
-    return out
+        "seconds": bench.seconds()})
+    return bench.finish(report, markdown, plot)
 
 
 def aggregate(runs: list[dict[str, Any]], chosen: list[EngineConfig]) -> dict[str, Any]:
@@ -158,8 +159,7 @@ def aggregate(runs: list[dict[str, Any]], chosen: list[EngineConfig]) -> dict[st
             rs = [r for r in runs if r["config"] == cfg.name and r["workload"] == w]
             rows.append({"config": cfg.name, "label": cfg.label, "workload": w,
                          "failed": sum(r["failed"] for r in rs),
-                         **{k: C.summary([r[k] for r in rs]) for k in ("out_tok_per_s", "req_per_s", "p50_ms",
-                                                                        "p99_ms")}})
+                         **summaries(rs, ("out_tok_per_s", "req_per_s", "p50_ms", "p99_ms"))})
 
     def med(config: str, workload: str) -> float | None:
         for row in rows:
@@ -167,99 +167,85 @@ def aggregate(runs: list[dict[str, Any]], chosen: list[EngineConfig]) -> dict[st
                 return row["out_tok_per_s"]["median"]
         return None
 
-    def paired(config: str, a: str, b: str) -> dict[str, Any]:
-        """Median over repeats of a/b measured in the same repeat of the same engine."""
-        ra = {r["repeat"]: r["out_tok_per_s"] for r in runs if r["config"] == config and r["workload"] == a}
-        rb = {r["repeat"]: r["out_tok_per_s"] for r in runs if r["config"] == config and r["workload"] == b}
-        return C.summary([C.ratio(ra[i], rb[i]) for i in ra if i in rb])
-
     one_default = med("default", "1 adapter")
     plain = med("plain", "base")
     for row in rows:
-        row["vs_default_1_adapter"] = C.ratio(row["out_tok_per_s"]["median"], one_default)
-        row["vs_plain_base"] = C.ratio(row["out_tok_per_s"]["median"], plain)
+        row["vs_default_1_adapter"] = ratio(row["out_tok_per_s"]["median"], one_default)
+        row["vs_plain_base"] = ratio(row["out_tok_per_s"]["median"], plain)
+
     def pairs(a: str, b: str) -> dict[str, Any]:
-        return {cfg.name: paired(cfg.name, a, b) for cfg in chosen if {a, b} <= set(cfg.workloads)}
+        """Per engine: median over repeats of a/b measured in the same repeat of that engine."""
+        return {cfg.name: paired_ratio([r for r in runs if r["config"] == cfg.name], "out_tok_per_s",
+                                       "workload", a, b)
+                for cfg in chosen if {a, b} <= set(cfg.workloads)}
 
     mixes, lora_cost = pairs("3 adapters", "1 adapter"), pairs("1 adapter", "base")
-    mixes_long, lora_cost_long = pairs("3 adapters, long", "1 adapter, long"), pairs("1 adapter, long", "base, long")
+    mixes_long = pairs("3 adapters, long", "1 adapter, long")
+    lora_cost_long = pairs("1 adapter, long", "base, long")
     # the plugin's kernels vs vLLM's own, same workload: medians of the two engines' runs
-    speedup = {w: C.ratio(med("default", w), med("stock_ops", w)) for w in DEFAULT_WORKLOADS
+    speedup = {w: ratio(med("default", w), med("stock_ops", w)) for w in DEFAULT_WORKLOADS
                if med("default", w) and med("stock_ops", w)}
     targets = []
-
-    def target(text: str, value: float | None, floor: float) -> None:
-        targets.append({"target": text, "value": value, "met": bool(value is not None and value >= floor)})
-
-    if "default" in lora_cost:
-        target("1 adapter / base >= 0.90, short prompts (gateway's engine)", lora_cost["default"]["median"], 0.9)
-    if "default" in lora_cost_long:
-        target("1 adapter / base >= 0.90, PubMedQA-length prompts", lora_cost_long["default"]["median"], 0.9)
-    if "default" in mixes:
-        target("3 mixed adapters >= 0.95 of one adapter, short prompts", mixes["default"]["median"], 0.95)
-    if "default" in mixes_long:
-        target("3 mixed adapters >= 0.95 of one adapter, PubMedQA-length prompts", mixes_long["default"]["median"], 0.95)
+    for text, found, floor in (
+            ("1 adapter / base >= 0.90, short prompts (gateway's engine)", lora_cost, 0.9),
+            ("1 adapter / base >= 0.90, PubMedQA-length prompts", lora_cost_long, 0.9),
+            ("3 mixed adapters >= 0.95 of one adapter, short prompts", mixes, 0.95),
+            ("3 mixed adapters >= 0.95 of one adapter, PubMedQA-length prompts", mixes_long, 0.95)):
+        if "default" in found:
+            targets.append(target(text, found["default"]["median"], at_least=floor))
     return {"rows": rows, "mix_ratio": mixes, "one_adapter_vs_base": lora_cost, "mix_ratio_long": mixes_long,
             "one_adapter_vs_base_long": lora_cost_long, "plugin_vs_stock_ops": speedup, "targets": targets}
 
 
 def markdown(rep: dict[str, Any]) -> str:
-    cfg, m = rep["config"], rep["machine"]
-    lines = [
-        "# Adapter mix and the LoRA cost on the CPU engine",
-        "",
-        f"- command: `{rep['command']}`",
-        f"- machine: {C.machine_line(m)}",
-        f"- workload: engine directly, concurrency {cfg['concurrency']}, {cfg['requests']} requests per run, "
+    cfg = rep["config"]
+    details = [
+        f"workload: engine directly, concurrency {cfg['concurrency']}, {cfg['requests']} requests per run, "
         f"{cfg['max_tokens']} output tokens (min = max, EOS ignored), greedy; 64 MEDIQA-QS questions",
-        "- adapters: random peft LoRA, alpha = 2 x rank; `r8-qkvo-N`: rank 8 on q/k/v/o_proj (training/ default)",
-        f"- {cfg['repeats']} repeats per engine, workloads interleaved; median (min–max) over repeats; "
+        "adapters: random peft LoRA, alpha = 2 x rank; `r8-qkvo-N`: rank 8 on q/k/v/o_proj "
+        "(training/ default)",
+        f"{cfg['repeats']} repeats per engine, workloads interleaved; median (min–max) over repeats; "
         f"{cfg['seconds']:.0f} s",
-        "",
-        "| engine | workload | output tok/s | req/s | p50 ms | p99 ms | vs default engine, 1 adapter | vs vLLM without LoRA |",
+    ]
+    lines = [
+        "| engine | workload | output tok/s | req/s | p50 ms | p99 ms | vs default engine, 1 adapter "
+        "| vs vLLM without LoRA |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rep["rows"]:
         lines.append(
-            f"| {row['config']} ({row['label']}) | {row['workload']} | {C.fmt_summary(row['out_tok_per_s'], 1)} | "
-            f"{C.fmt_summary(row['req_per_s'], 2)} | {C.fmt_summary(row['p50_ms'], 0)} | "
-            f"{C.fmt_summary(row['p99_ms'], 0)} | {C.fmt(row['vs_default_1_adapter'], 2)} | "
-            f"{C.fmt(row['vs_plain_base'], 2)} |")
+            f"| {row['config']} ({row['label']}) | {row['workload']} | "
+            f"{fmt_summary(row['out_tok_per_s'], 1)} | "
+            f"{fmt_summary(row['req_per_s'], 2)} | {fmt_summary(row['p50_ms'], 0)} | "
+            f"{fmt_summary(row['p99_ms'], 0)} | {fmt(row['vs_default_1_adapter'], 2)} | "
+            f"{fmt(row['vs_plain_base'], 2)} |")
     lines += ["", "Paired ratios (same engine, same repeat), median (min–max):", "",
-              "| engine | 3 adapters / 1 adapter | 1 adapter / base | 3 / 1 adapter, long | 1 adapter / base, long |",
+              "| engine | 3 adapters / 1 adapter | 1 adapter / base | 3 / 1 adapter, long "
+              "| 1 adapter / base, long |",
               "|---|---|---|---|---|"]
     keys = ("mix_ratio", "one_adapter_vs_base", "mix_ratio_long", "one_adapter_vs_base_long")
     names = sorted(set().union(*(rep.get(k, {}) for k in keys)),
                    key=lambda n: [c["name"] for c in cfg["configs"]].index(n))
     for name in names:
-        lines.append(f"| {name} | " + " | ".join(C.fmt_summary(rep.get(k, {}).get(name, {}), 3) for k in keys) + " |")
+        cells = (fmt_summary(rep.get(k, {}).get(name, {}), 3) for k in keys)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if rep.get("plugin_vs_stock_ops"):
-        lines += ["", "Plugin's grouped LoRA ops / vLLM's own ops (default vs stock_ops engine, medians):", "",
+        lines += ["", "Plugin's grouped LoRA ops / vLLM's own ops (default vs stock_ops engine, medians):",
+                  "",
                   "| workload | speed-up |", "|---|---|"]
-        lines += [f"| {w} | {C.fmt(v, 2)} |" for w, v in rep["plugin_vs_stock_ops"].items()]
-    lines += ["", "Targets:", ""]
-    for t in rep["targets"]:
-        lines.append(f"- {'MET' if t['met'] else 'NOT MET'}: {t['target']} — measured {C.fmt(t['value'], 3)}")
-    for p in rep.get("plots", []):
-        lines += ["", f"![{p}]({p})"]
-    return "\n".join(lines) + "\n"
+        lines += [f"| {w} | {fmt(v, 2)} |" for w, v in rep["plugin_vs_stock_ops"].items()]
+    return document("Adapter mix and the LoRA cost on the CPU engine", rep, details, lines)
 
 
 def plot(out: Path, rep: dict[str, Any]) -> list[str]:
-    plt = C.plt()
     rows = rep["rows"]
-    fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.5))
+    fig, ax = pyplot().subplots(figsize=(10, 0.35 * len(rows) + 1.5))
     labels = [f"{r['config']}: {r['workload']}" for r in rows][::-1]
-    med = [r["out_tok_per_s"]["median"] for r in rows][::-1]
-    lo = [r["out_tok_per_s"]["median"] - r["out_tok_per_s"]["min"] for r in rows][::-1]
-    hi = [r["out_tok_per_s"]["max"] - r["out_tok_per_s"]["median"] for r in rows][::-1]
+    med, (lo, hi) = errorbars([r["out_tok_per_s"] for r in rows][::-1])
     ax.barh(range(len(rows)), med, xerr=[lo, hi], capsize=3, color="tab:blue")
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.set_xlabel(f"output tokens / s (concurrency {rep['config']['concurrency']}), median and min–max")
-    fig.tight_layout()
-    fig.savefig(out / "adapters.png", dpi=110)
-    plt.close(fig)
-    return ["adapters.png"]
+    return save_figure(fig, out, "adapters.png")
 
 
 def command(

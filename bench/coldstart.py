@@ -21,20 +21,36 @@ from typing import Any
 
 import httpx
 import typer
-from bioinstruct.bench import common as C
+from bioinstruct.bench.loras import make_lora, publish_adapters
+from bioinstruct.bench.machine import loadavg
+from bioinstruct.bench.plots import pyplot, save_figure
+from bioinstruct.bench.processes import (
+    PY,
+    engine_process,
+    free_port,
+    gateway_env,
+    spawn,
+    stop_group,
+)
+from bioinstruct.bench.report import Comparison, document, fmt_summary, log
+from bioinstruct.bench.stats import paired_ratio, summaries, summary
+
+from bioinstruct.settings import CoreSettings
 
 WAYS = ("engine", "serve", "make serve")
+GATEWAY_WAYS = WAYS[1:]
 
 
-def _stamp_fresh() -> bool:
+def _stamp_fresh(home: Path) -> bool:
     """True when `make serve` would not reinstall (.venv/.installed newer than pyproject.toml)."""
-    r = subprocess.run(["make", "-q", "install"], cwd=C.HOME, capture_output=True)
+    r = subprocess.run(["make", "-q", "install"], cwd=home, capture_output=True)
     return r.returncode == 0
 
 
-def _gateway_way(cmd: list[str], env: dict[str, str], port: int, log_path: Path, timeout: float) -> dict[str, Any]:
+def _gateway_way(cmd: list[str], env: dict[str, str], port: int, log_path: Path,
+                 timeout: float) -> dict[str, Any]:
     t0 = time.monotonic()
-    proc = C.spawn(cmd, log_path, env)
+    proc = spawn(cmd, log_path, env)
     live = None
     try:
         url = f"http://127.0.0.1:{port}"
@@ -55,89 +71,77 @@ def _gateway_way(cmd: list[str], env: dict[str, str], port: int, log_path: Path,
                 raise RuntimeError(f"not ready within {timeout} s; see {log_path}")
     finally:
         t1 = time.monotonic()
-        C.stop_group(proc)
+        stop_group(proc)
         stop = time.monotonic() - t1
     return {"ready_s": ready, "http_up_s": live, "stop_s": stop, "exit_code": proc.returncode}
 
 
+def _engine_way(logs: Path, timeout: float) -> dict[str, Any]:
+    proc = engine_process(log_dir=logs)
+    proc.start()
+    try:
+        ready = proc.wait_healthy(timeout)
+    finally:
+        t1 = time.monotonic()
+        code = proc.stop()
+        stop = time.monotonic() - t1
+    return {"ready_s": ready, "http_up_s": None, "stop_s": stop, "exit_code": code}
+
+
 def run(repeats: int = 3, timeout: float = 600.0, out: Path | None = None) -> Path:
-    C.setup_env()
-    out = C.run_dir("coldstart", out)
-    logs = out / "logs"
-    machine = C.machine_info()
-    C.log(f"cold start → {out}; load {machine['loadavg_start']}")
-    registry = out / "registry"
-    C.publish_adapters(registry, {f"a{i}": C.make_lora(i) for i in (1, 2, 3)})
-    fresh = _stamp_fresh()
+    bench = Comparison("coldstart", out, "cold start")
+    home = CoreSettings().home
+    registry = bench.out / "registry"
+    publish_adapters(registry, {f"a{i}": make_lora(i) for i in (1, 2, 3)})
+    fresh = _stamp_fresh(home)
     make_cmd = ["make", "serve"] if fresh else ["make", "-o", ".venv/.installed", "serve"]
     if not fresh:
-        C.log("[yellow].venv/.installed is older than pyproject.toml: timing `make -o .venv/.installed serve` "
-              "(a plain `make serve` would reinstall first)[/yellow]")
+        log("[yellow].venv/.installed is older than pyproject.toml: timing `make -o .venv/.installed serve` "
+            "(a plain `make serve` would reinstall first)[/yellow]")
     runs: list[dict[str, Any]] = []
-    t_start = time.time()
     for rep in range(repeats):
-        order = list(WAYS[rep % 3:] + WAYS[:rep % 3])
-        for way in order:
-            la = C.loadavg()[0]
+        for way in list(WAYS[rep % 3:] + WAYS[:rep % 3]):
+            la = loadavg()[0]
             if way == "engine":
-                proc = C.engine_process(log_dir=logs)
-                proc.start()
-                try:
-                    ready = proc.wait_healthy(timeout)
-                finally:
-                    t1 = time.monotonic()
-                    code = proc.stop()
-                    stop = time.monotonic() - t1
-                res = {"ready_s": ready, "http_up_s": None, "stop_s": stop, "exit_code": code}
+                res = _engine_way(bench.logs, timeout)
             else:
-                port = C.free_port()
-                env = C.gateway_env(None, registry, BIOINSTRUCT_PORT=str(port))
+                port = free_port()
+                env = gateway_env(None, registry, BIOINSTRUCT_PORT=str(port))
                 if way == "serve":
-                    cmd = [str(C.HOME / ".venv" / "bin" / "bioinstruct"), "serve", "--port", str(port)]
+                    cmd = [str(home / ".venv" / "bin" / "bioinstruct"), "serve", "--port", str(port)]
                     if not Path(cmd[0]).is_file():
-                        cmd = [C.PY, "-m", "bioinstruct.cli", "serve", "--port", str(port)]
+                        cmd = [PY, "-m", "bioinstruct.cli", "serve", "--port", str(port)]
                 else:
                     cmd = [*make_cmd, f"PORT={port}"]
-                res = _gateway_way(cmd, env, port, logs / f"{way.replace(' ', '-')}-{rep}.log", timeout)
+                res = _gateway_way(cmd, env, port, bench.logs / f"{way.replace(' ', '-')}-{rep}.log", timeout)
             runs.append({"repeat": rep, "way": way, "loadavg_before": la, **res})
-            C.log(f"rep {rep + 1} {way}: ready in {res['ready_s']:.1f} s (stop {res['stop_s']:.1f} s, "
-                  f"exit {res['exit_code']})")
-    rows = {w: {k: C.summary([r[k] for r in runs if r["way"] == w]) for k in ("ready_s", "http_up_s", "stop_s")}
+            log(f"rep {rep + 1} {way}: ready in {res['ready_s']:.1f} s (stop {res['stop_s']:.1f} s, "
+                f"exit {res['exit_code']})")
+    rows = {w: summaries([r for r in runs if r["way"] == w], ("ready_s", "http_up_s", "stop_s"))
             for w in WAYS}
-
-    def paired(a: str, b: str) -> dict[str, Any]:
-        ra = {r["repeat"]: r["ready_s"] for r in runs if r["way"] == a}
-        rb = {r["repeat"]: r["ready_s"] for r in runs if r["way"] == b}
-        return C.summary([C.ratio(ra[i], rb[i]) for i in ra if i in rb])
-
     report = {
-        "machine": machine, "command": C.current_command(), "runs": runs, "rows": rows,
-        "ratios": {"serve/engine": paired("serve", "engine"), "make serve/engine": paired("make serve", "engine")},
-        "extra_s": {f"{w} - engine": C.summary([r["ready_s"] - e["ready_s"] for r in runs if r["way"] == w
-                                                for e in runs if e["way"] == "engine" and e["repeat"] == r["repeat"]])
-                    for w in ("serve", "make serve")},
+        "runs": runs, "rows": rows,
+        "ratios": {f"{w}/engine": paired_ratio(runs, "ready_s", "way", w, "engine") for w in GATEWAY_WAYS},
+        "extra_s": {f"{w} - engine": summary(r["ready_s"] - e["ready_s"] for r in runs if r["way"] == w
+                                             for e in runs if e["way"] == "engine"
+                                             and e["repeat"] == r["repeat"])
+                    for w in GATEWAY_WAYS},
         "config": {"repeats": repeats, "make_command": " ".join(make_cmd), "stamp_fresh": fresh,
-                   "aliases": 3, "seconds": round(time.time() - t_start, 1)},
+                   "aliases": 3, "seconds": bench.seconds()},
     }
-    report["plots"] = plot(out, report)
-    C.write_report(out, "coldstart", report, markdown)
-    C.log(f"done: {out / 'coldstart.md'}")
-    return out
+    return bench.finish(report, markdown, plot)
 
 
 def markdown(rep: dict[str, Any]) -> str:
-    cfg, m = rep["config"], rep["machine"]
-    lines = [
-        "# Cold start: command → ready (model already converted)",
-        "",
-        f"- command: `{rep['command']}`",
-        f"- machine: {C.machine_line(m)}",
-        f"- gateway registry: {cfg['aliases']} aliases (rank-8 adapters loaded and warmed before ready); "
+    cfg = rep["config"]
+    details = [
+        f"gateway registry: {cfg['aliases']} aliases (rank-8 adapters loaded and warmed before ready); "
         f"make command: `{cfg['make_command']} PORT=...`"
         + ("" if cfg["stamp_fresh"] else " (the install stamp was older than pyproject.toml; `-o` skips the "
                                          "reinstall a plain `make serve` would do first)"),
-        f"- {cfg['repeats']} repeats, ways interleaved; median (min–max); {cfg['seconds']:.0f} s",
-        "",
+        f"{cfg['repeats']} repeats, ways interleaved; median (min–max); {cfg['seconds']:.0f} s",
+    ]
+    lines = [
         "| way | to ready (s) | HTTP up (s) | vs bare engine | extra over engine (s) | stop on SIGTERM (s) |",
         "|---|---|---|---|---|---|",
     ]
@@ -145,17 +149,14 @@ def markdown(rep: dict[str, Any]) -> str:
         ratio = rep["ratios"].get(f"{w}/engine")
         extra = rep["extra_s"].get(f"{w} - engine")
         lines.append(f"| {'bare vLLM engine (/health)' if w == 'engine' else w + ' (/health/ready)'} | "
-                     f"{C.fmt_summary(row['ready_s'], 1)} | {C.fmt_summary(row['http_up_s'], 1)} | "
-                     f"{C.fmt_summary(ratio, 2) + 'x' if ratio else '1.00'} | "
-                     f"{C.fmt_summary(extra, 1) if extra else '—'} | {C.fmt_summary(row['stop_s'], 1)} |")
-    for p in rep.get("plots", []):
-        lines += ["", f"![{p}]({p})"]
-    return "\n".join(lines) + "\n"
+                     f"{fmt_summary(row['ready_s'], 1)} | {fmt_summary(row['http_up_s'], 1)} | "
+                     f"{fmt_summary(ratio, 2) + 'x' if ratio else '1.00'} | "
+                     f"{fmt_summary(extra, 1) if extra else '—'} | {fmt_summary(row['stop_s'], 1)} |")
+    return document("Cold start: command → ready (model already converted)", rep, details, lines)
 
 
 def plot(out: Path, rep: dict[str, Any]) -> list[str]:
-    plt = C.plt()
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = pyplot().subplots(figsize=(6, 3.2))
     for i, w in enumerate(WAYS):
         xs = [r["ready_s"] for r in rep["runs"] if r["way"] == w]
         ax.scatter(xs, [i] * len(xs))
@@ -163,10 +164,7 @@ def plot(out: Path, rep: dict[str, Any]) -> list[str]:
     ax.set_yticks(range(len(WAYS)), WAYS)
     ax.set_xlabel("seconds to ready")
     ax.set_xlim(left=0)
-    fig.tight_layout()
-    fig.savefig(out / "coldstart.png", dpi=110)
-    plt.close(fig)
-    return ["coldstart.png"]
+    return save_figure(fig, out, "coldstart.png")
 
 
 def command(

@@ -15,12 +15,16 @@ texts at every size.
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 from typing import Any
 
 import typer
-from bioinstruct.bench import common as C
+from bioinstruct.bench.machine import loadavg
+from bioinstruct.bench.plots import pyplot, save_figure
+from bioinstruct.bench.report import Comparison, document, fmt, fmt_summary, log, target
+from bioinstruct.bench.stats import summary
+
+from bioinstruct.settings import CoreSettings
 
 
 def score_check(texts: list[str], rows: int = 200, cols: int = 100, seed: int = 0) -> dict[str, Any]:
@@ -43,25 +47,22 @@ def score_check(texts: list[str], rows: int = 200, cols: int = 100, seed: int = 
 def run(sizes: list[int], repeats: int = 3, baseline_max: int = 1000, out: Path | None = None) -> Path:
     from bioinstruct.bench.dedup import benchmark_texts, run_dedup_bench
 
-    C.setup_env()
-    out = C.run_dir("dedup", out)
-    machine = C.machine_info()
-    C.log(f"dedup comparison (bench/dedup.py x {repeats}) → {out}; load {machine['loadavg_start']}")
-    t_start = time.time()
+    bench = Comparison("dedup", out, f"dedup comparison (bench/dedup.py x {repeats})")
     results = []
     for rep in range(repeats):
-        results.append(run_dedup_bench(tuple(sizes), baseline_max=baseline_max, out_dir=out / f"rep-{rep + 1}"))
-        C.log(f"repeat {rep + 1} done; load {C.loadavg()}")
-    texts = benchmark_texts(C.CoreSettings().data_dir, max(sizes))
+        results.append(run_dedup_bench(tuple(sizes), baseline_max=baseline_max,
+                                       out_dir=bench.out / f"rep-{rep + 1}"))
+        log(f"repeat {rep + 1} done; load {loadavg()}")
+    texts = benchmark_texts(CoreSettings().data_dir, max(sizes))
     checks = {n: score_check(texts[:n], seed=n) for n in sizes}
     rows = []
     for n in sorted(sizes):
         rs = [next(r for r in res["rows"] if r["texts"] == n) for res in results]
         rows.append({
             "texts": n, "kept": rs[0]["kept"], "pairs_scored": rs[0]["pairs_scored"],
-            "fast_s": C.summary([r["fast_s"] for r in rs]),
-            "baseline_s": C.summary([r.get("baseline_s") for r in rs]),
-            "baseline": rs[0].get("baseline"), "speedup": C.summary([r.get("speedup") for r in rs]),
+            "fast_s": summary(r["fast_s"] for r in rs),
+            "baseline_s": summary(r.get("baseline_s") for r in rs),
+            "baseline": rs[0].get("baseline"), "speedup": summary(r.get("speedup") for r in rs),
             "identical_decisions": [r.get("identical_decisions") for r in rs],
             "score_check": checks[n],
         })
@@ -69,68 +70,59 @@ def run(sizes: list[int], repeats: int = 3, baseline_max: int = 1000, out: Path 
     identical = all(all(x is not False for x in r["identical_decisions"]) for r in rows) and all(
         r["score_check"]["bit_identical"] == r["score_check"]["pairs"] for r in rows)
     report = {
-        "machine": machine, "command": C.current_command(), "rows": rows,
-        "per_pair_us": C.summary([(res["baseline_s_per_pair"] or 0) * 1e6 for res in results]),
+        "rows": rows,
+        "per_pair_us": summary((res["baseline_s_per_pair"] or 0) * 1e6 for res in results),
         "config": {"sizes": sizes, "repeats": repeats, "baseline_max": baseline_max,
-                   "seconds": round(time.time() - t_start, 1)},
-        "targets": [{"target": "dedup >= 100x rouge-score with identical decisions", "value": slowest,
-                     "met": bool(slowest >= 100 and identical)}],
+                   "seconds": bench.seconds()},
+        "targets": [target("dedup >= 100x rouge-score with identical decisions", slowest,
+                           met=slowest >= 100 and identical,
+                           measured=f"{fmt(slowest, 0)}x (smallest median speedup)")],
     }
-    report["plots"] = plot(out, report)
-    C.write_report(out, "dedup", report, markdown)
-    C.log(f"done: {out / 'dedup.md'}")
-    return out
+    return bench.finish(report, markdown, plot)
 
 
 def markdown(rep: dict[str, Any]) -> str:
-    cfg, m = rep["config"], rep["machine"]
-    lines = [
-        "# ROUGE-L dedup: bulk (generation/dedup.py) vs a rouge-score loop",
-        "",
-        f"- command: `{rep['command']}` (runs `bench/dedup.py` {cfg['repeats']} times)",
-        f"- machine: {C.machine_line(m)}",
-        "- texts: instruction-length questions and sentences from the shared data (10% edited near-copies), "
+    cfg = rep["config"]
+    details = [
+        f"runs `bench/dedup.py` {cfg['repeats']} times",
+        "texts: instruction-length questions and sentences from the shared data (10% edited near-copies), "
         "threshold 0.7, Self-Instruct's sequential rule; bulk path: `RougeDeduper` (rapidfuzz, 2 threads)",
-        f"- rouge-score loop measured in full up to {cfg['baseline_max']:,} texts (every decision compared); above, "
-        f"its time = pairs it scores x its measured time per pair ({C.fmt_summary(rep['per_pair_us'], 1)} µs)",
-        f"- median (min–max) of {cfg['repeats']} repeats; {cfg['seconds']:.0f} s",
-        "",
+        f"rouge-score loop measured in full up to {cfg['baseline_max']:,} texts (every decision compared); "
+        f"above, its time = pairs it scores x its measured time per pair "
+        f"({fmt_summary(rep['per_pair_us'], 1)} µs)",
+        f"median (min–max) of {cfg['repeats']} repeats; {cfg['seconds']:.0f} s",
+    ]
+    lines = [
         "| texts | kept | pairs scored | bulk (s) | rouge-score loop (s) | speedup | decisions identical | "
         "bulk scores = rouge-score (random pairs) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rep["rows"]:
         ident = r["identical_decisions"]
-        ident_s = ("yes (all compared)" if all(ident) else "NO") if None not in ident else "not run (extrapolated)"
+        ident_s = (("yes (all compared)" if all(ident) else "NO") if None not in ident
+                   else "not run (extrapolated)")
+        extrapolated = " (extrapolated)" if r["baseline"] == "extrapolated" else ""
         sc = r["score_check"]
-        lines.append(f"| {r['texts']:,} | {r['kept']:,} | {r['pairs_scored']:,} | {C.fmt_summary(r['fast_s'], 3)} | "
-                     f"{C.fmt_summary(r['baseline_s'], 1)}{' (extrapolated)' if r['baseline'] == 'extrapolated' else ''}"
-                     f" | {C.fmt_summary(r['speedup'], 0)}x | {ident_s} | {sc['bit_identical']:,}/{sc['pairs']:,} |")
-    lines += ["", "Targets:", ""]
-    for t in rep["targets"]:
-        lines.append(f"- {'MET' if t['met'] else 'NOT MET'}: {t['target']} — smallest median speedup "
-                     f"{C.fmt(t['value'], 0)}x")
-    for p in rep.get("plots", []):
-        lines += ["", f"![{p}]({p})"]
-    return "\n".join(lines) + "\n"
+        lines.append(f"| {r['texts']:,} | {r['kept']:,} | {r['pairs_scored']:,} | "
+                     f"{fmt_summary(r['fast_s'], 3)} | {fmt_summary(r['baseline_s'], 1)}{extrapolated} | "
+                     f"{fmt_summary(r['speedup'], 0)}x | {ident_s} | "
+                     f"{sc['bit_identical']:,}/{sc['pairs']:,} |")
+    return document("ROUGE-L dedup: bulk (generation/dedup.py) vs a rouge-score loop", rep, details, lines)
 
 
 def plot(out: Path, rep: dict[str, Any]) -> list[str]:
-    plt = C.plt()
     rows = rep["rows"]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     n = [r["texts"] for r in rows]
     ax.plot(n, [r["fast_s"]["median"] for r in rows], "o-", label="bulk (generation/dedup.py)")
-    ax.plot(n, [r["baseline_s"]["median"] for r in rows], "s--", label="rouge-score loop (measured, then extrapolated)")
+    ax.plot(n, [r["baseline_s"]["median"] for r in rows], "s--",
+            label="rouge-score loop (measured, then extrapolated)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("texts")
     ax.set_ylabel("seconds")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "dedup.png", dpi=110)
-    plt.close(fig)
-    return ["dedup.png"]
+    return save_figure(fig, out, "dedup.png")
 
 
 def command(

@@ -46,8 +46,10 @@ def _tasks(names: list[str], tasks_dir: Path | None):
     extra = [tasks_dir] if tasks_dir else None
     if names == ["all"]:
         names = sorted(task_files(extra))
+    from bioinstruct.eval.metrics import check_task_metrics
+
     try:
-        return [load_task(n, extra) for n in names]
+        return [check_task_metrics(load_task(n, extra)) for n in names]
     except TaskError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
@@ -63,7 +65,8 @@ def _levels(text: str | None, cast) -> list | None:
 
 
 def _print_scores(report: dict, run_dir: Path) -> None:
-    from bioinstruct.eval.report import fmt_score, is_percent
+    from bioinstruct.eval.metrics import is_percent
+    from bioinstruct.eval.report import fmt_score
 
     table = Table(title=f"{report['task']} ({report['split']}), adapter {report['adapter']}", title_justify="left")
     table.add_column("metric")
@@ -112,7 +115,8 @@ def eval_main(
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
     from bioinstruct.eval.judge import JudgeConfig
-    from bioinstruct.eval.runner import RunOptions, current_command, run_task
+    from bioinstruct.eval.provenance import current_command
+    from bioinstruct.eval.runner import RunOptions, run_task
 
     from bioinstruct.settings import CoreSettings
 
@@ -150,12 +154,14 @@ def eval_main(
 @eval_app.command("list")
 def eval_list(tasks_dir: Path = typer.Option(None, help="Extra folder of task YAML files")) -> None:
     """List the tasks: route, splits and metrics."""
+    from bioinstruct.eval.metrics import check_task_metrics
+
     table = Table()
     for col in ("task", "family", "route", "splits (default, dev)", "metrics"):
         table.add_column(col)
     for name, path in sorted(task_files([tasks_dir] if tasks_dir else None).items()):
         try:
-            t = load_task(path)
+            t = check_task_metrics(load_task(path))
         except TaskError as exc:
             table.add_row(name, "", "", "", f"[red]{escape(str(exc))}[/red]")
             continue
@@ -232,7 +238,7 @@ def eval_gate(
     Exit status: 0 promoted (or would be, with --dry-run, or nothing to do), 1 rejected, 2 error.
     """
     from bioinstruct.eval.gate import GateError, GateOptions, run_gate
-    from bioinstruct.eval.runner import current_command
+    from bioinstruct.eval.provenance import current_command
 
     from bioinstruct.settings import CoreSettings
 
@@ -294,7 +300,7 @@ def load_main(
     if ctx.invoked_subcommand is not None:
         return
     from bioinstruct.eval.load import DEFAULT_TASKS, BenchOptions, run_bench
-    from bioinstruct.eval.runner import current_command
+    from bioinstruct.eval.provenance import current_command
 
     from bioinstruct.settings import CoreSettings
 

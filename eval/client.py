@@ -25,6 +25,8 @@ import numpy as np
 from pydantic import BaseModel
 
 RETRY_STATUSES = frozenset({429, 503})
+# The gateway's time waiting on its engine for /v1 routes (task routes put it in the body: latency_ms).
+SERVER_LATENCY_HEADER = "X-BioInstruct-Latency-Ms"
 
 
 @dataclass
@@ -63,6 +65,11 @@ class Record(BaseModel):
     server_latency_ms: float | None = None
     response: dict[str, Any] | None = None
     meta: dict[str, Any] = {}
+
+    @property
+    def ended_at(self) -> float:
+        """Unix time the final attempt's answer was in."""
+        return self.sent_at + self.latency_ms / 1000
 
     @property
     def final(self) -> bool:
@@ -150,7 +157,8 @@ class EvalClient:
         self.sleep = sleep
         self._rng = random.Random(seed)
 
-    def _client(self) -> httpx.AsyncClient:
+    def connect(self) -> httpx.AsyncClient:
+        """The connection pool `send` and `run` use (an async context manager)."""
         limits = httpx.Limits(max_connections=self.concurrency + 4, max_keepalive_connections=self.concurrency + 4)
         return httpx.AsyncClient(base_url=self.base_url, headers=self.headers, limits=limits,
                                  timeout=httpx.Timeout(self.timeout_s, connect=30.0), transport=self.transport)
@@ -180,13 +188,15 @@ class EvalClient:
                         out.update(await self._read_sse(resp, sent))
             else:
                 resp = await client.post(item.path, json=item.body)
+                out["latency_ms"] = (time.perf_counter() - sent) * 1000  # last byte in, before decoding
                 out["status"] = resp.status_code
                 out["retry_after"] = resp.headers.get("retry-after")
+                out["server_ms"] = resp.headers.get(SERVER_LATENCY_HEADER)
                 out["text"] = resp.text
                 out["body"] = _json_or_none(resp.text)
         except httpx.HTTPError as exc:
             out.update(status=0, body=None, text="", error=f"{type(exc).__name__}: {exc}")
-        out["latency_ms"] = (time.perf_counter() - sent) * 1000
+        out.setdefault("latency_ms", (time.perf_counter() - sent) * 1000)
         return out
 
     async def _read_sse(self, resp: httpx.Response, sent: float) -> dict[str, Any]:
@@ -263,7 +273,7 @@ class EvalClient:
             prompt_tokens=(usage or {}).get("prompt_tokens"), completion_tokens=(usage or {}).get("completion_tokens"),
             served_model=(body or {}).get("model") if ok else None,
             served_version=(body or {}).get("version") if ok else None,
-            server_latency_ms=(body or {}).get("latency_ms") if ok else None,
+            server_latency_ms=_server_latency(body, res.get("server_ms")) if ok else None,
             response=body if ok else None, meta=item.meta,
         )
 
@@ -316,7 +326,7 @@ class EvalClient:
                 on_record(rec)
 
         try:
-            async with self._client() as client:
+            async with self.connect() as client:
                 if self.rate is None:
                     queue: asyncio.Queue[RequestItem] = asyncio.Queue()
                     for it in todo:
@@ -349,6 +359,15 @@ class EvalClient:
             if bar is not None:
                 bar.close()
         return results
+
+
+def _server_latency(body: Any, header: str | None) -> float | None:
+    if isinstance(body, dict) and isinstance(body.get("latency_ms"), int | float):
+        return float(body["latency_ms"])
+    try:
+        return float(header) if header else None
+    except ValueError:
+        return None
 
 
 def _json_or_none(text: str) -> Any:

@@ -12,14 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bioinstruct.eval.metrics import paired_bootstrap
-from bioinstruct.eval.report import (
-    fmt_score,
-    is_percent,
-    load_items,
-    load_report,
-    metrics_from_context,
-)
+from bioinstruct.eval.bootstrap import paired_bootstrap
+from bioinstruct.eval.metrics import is_percent
+from bioinstruct.eval.report import load_items, load_report, metrics_from_context
 
 
 class CompareError(ValueError):
@@ -130,4 +125,4 @@ def _plot(path: Path, result: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-__all__ = ["compare_runs", "compare_markdown", "write_compare", "CompareError", "fmt_score"]
+__all__ = ["compare_runs", "compare_markdown", "write_compare", "CompareError"]

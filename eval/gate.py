@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import httpx
 from bioinstruct.eval.compare import compare_runs
-from bioinstruct.eval.runner import RunOptions, run_dir_name, run_task
-from bioinstruct.instruct.benchmark import TaskSpec
+from bioinstruct.eval.metrics import metric_spec
+from bioinstruct.eval.runner import RunOptions, ScoredOptions, run_dir_name, run_task
 
 from bioinstruct.registry import REF_RE
 
@@ -30,30 +30,15 @@ class GateError(RuntimeError):
     pass
 
 
-@dataclass
-class GateOptions:
+@dataclass(kw_only=True)
+class GateOptions(ScoredOptions):
     alias: str
     candidate: str
-    task: TaskSpec
-    base_url: str
     admin_token: str | None
-    split: str | None = None
     min_delta: float = 0.0
     require_significant: bool = False
     max_error_rate: float = 0.02
     dry_run: bool = False
-    out_dir: Path | None = None
-    reports_root: Path | None = None
-    api_key: str | None = None
-    limit: int | None = None
-    concurrency: int = 4
-    data_dir: Path | None = None
-    progress: bool = True
-    n_boot: int = 1000
-    seed: int = 0
-    plots: bool = True
-    command: str | None = None
-    transport: Any = None  # an httpx transport (tests)
 
 
 def _admin(opts: GateOptions) -> httpx.Client:
@@ -122,12 +107,10 @@ async def run_gate(opts: GateOptions) -> dict[str, Any]:
             return result
 
         runs = {}
+        shared = {f.name: getattr(opts, f.name) for f in fields(ScoredOptions)}
         for role, adapter in (("current", baseline), ("candidate", candidate)):
             runs[role] = await run_task(RunOptions(
-                task=opts.task, base_url=opts.base_url, split=split, adapter=adapter, out_dir=out / role,
-                limit=opts.limit, concurrency=opts.concurrency, data_dir=opts.data_dir, api_key=opts.api_key,
-                progress=opts.progress, n_boot=opts.n_boot, seed=opts.seed, command=opts.command,
-                plots=opts.plots, transport=opts.transport,
+                **{**shared, "split": split, "out_dir": out / role}, adapter=adapter,
                 extra_config={"gate": opts.alias, "role": role}))
         cmp = compare_runs(runs["current"], runs["candidate"], n_boot=opts.n_boot, seed=opts.seed)
         primary = cmp["primary_metric"]
@@ -142,9 +125,15 @@ async def run_gate(opts: GateOptions) -> dict[str, Any]:
             if result["error_rates"][role] > opts.max_error_rate:
                 reasons.append(f"the {role} run's error rate {result['error_rates'][role]:.1%} is above "
                                f"{opts.max_error_rate:.1%}: the comparison is not trustworthy")
-        if stat["delta"] is None or stat["delta"] < opts.min_delta:
-            reasons.append(f"{primary} delta {stat['delta']} is below the required {opts.min_delta}")
-        if opts.require_significant and (stat["ci_low"] is None or stat["ci_low"] <= 0):
+        # A gain is a rise of a higher-is-better metric, a fall of a lower-is-better one.
+        spec = metric_spec(primary)
+        sign = 1 if spec is None or spec.higher_is_better else -1
+        gain = None if stat["delta"] is None else sign * stat["delta"]
+        if gain is None or gain < opts.min_delta:
+            reasons.append(f"{primary} {'delta' if sign > 0 else 'decrease'} {gain} is below the required "
+                           f"{opts.min_delta}")
+        worst = None if stat["ci_low"] is None else min(sign * stat["ci_low"], sign * stat["ci_high"])
+        if opts.require_significant and (worst is None or worst <= 0):
             reasons.append(f"the 95% CI of the delta [{stat['ci_low']}, {stat['ci_high']}] includes 0")
         if reasons:
             result.update(decision="rejected", reason="; ".join(reasons))

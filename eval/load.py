@@ -19,17 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from bioinstruct.eval.client import EvalClient, Record, RequestItem
-from bioinstruct.eval.runner import run_dir_name
+from bioinstruct.eval.latency import latency_summary
+from bioinstruct.eval.runner import ApiOptions, run_dir_name
 from bioinstruct.instruct.benchmark import TaskSpec
 
 DEFAULT_TASKS = ["pubmedqa", "bc5cdr", "mediqa_qs"]  # one per route: /qa, /extract, /generate
 
 
-@dataclass
-class BenchOptions:
-    base_url: str
+@dataclass(kw_only=True)
+class BenchOptions(ApiOptions):
     tasks: list[TaskSpec]
     adapters: list[str | None] = field(default_factory=lambda: [None])
     concurrencies: list[int] | None = None
@@ -42,13 +41,6 @@ class BenchOptions:
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
     warmup: bool = True
-    data_dir: Path | None = None
-    api_key: str | None = None
-    out_dir: Path | None = None
-    reports_root: Path | None = None
-    seed: int = 0
-    progress: bool = True
-    command: str | None = None
 
 
 def build_requests(opts: BenchOptions, n: int, prefix: str) -> list[RequestItem]:
@@ -73,14 +65,6 @@ def build_requests(opts: BenchOptions, n: int, prefix: str) -> list[RequestItem]
         out.append(RequestItem(id=f"{prefix}-{i}", path=task.path, body=body,
                                meta={"task": task.name, "route": task.route, "adapter": adapter or "default"}))
     return out
-
-
-def _stats(values: list[float]) -> dict[str, float | None]:
-    arr = np.asarray(values, dtype=float)
-    if not arr.size:
-        return {"mean": None, "median": None, "p90": None, "p99": None}
-    return {"mean": round(float(arr.mean()), 3), "median": round(float(np.median(arr)), 3),
-            "p90": round(float(np.percentile(arr, 90)), 3), "p99": round(float(np.percentile(arr, 99)), 3)}
 
 
 def tpot_ms(rec: Record) -> float | None:
@@ -110,7 +94,7 @@ def summarize_level(records: list[Record], duration_s: float, opts: BenchOptions
     by_route: dict[str, Any] = {}
     for route in sorted({r.meta.get("route", "?") for r in records}):
         rs = [r for r in ok if r.meta.get("route") == route]
-        by_route[route] = {"completed": len(rs), "e2e_ms": _stats([r.latency_ms for r in rs]),
+        by_route[route] = {"completed": len(rs), "e2e_ms": latency_summary([r.latency_ms for r in rs]),
                            "output_tokens": sum(r.completion_tokens or 0 for r in rs)}
     return {
         "requests": len(records),
@@ -127,10 +111,10 @@ def summarize_level(records: list[Record], duration_s: float, opts: BenchOptions
         "good_requests": n_good,
         "input_tokens": in_tok,
         "output_tokens": out_tok,
-        "e2e_ms": _stats([r.latency_ms for r in ok]),
-        "ttft_ms": _stats([r.ttft_ms for r in ok if r.ttft_ms is not None]),
-        "tpot_ms": _stats([t for r in ok if (t := tpot_ms(r)) is not None]),
-        "itl_ms": _stats(itl),
+        "e2e_ms": latency_summary([r.latency_ms for r in ok]),
+        "ttft_ms": latency_summary([r.ttft_ms for r in ok if r.ttft_ms is not None]),
+        "tpot_ms": latency_summary([t for r in ok if (t := tpot_ms(r)) is not None]),
+        "itl_ms": latency_summary(itl),
         "streamed": sum(1 for r in ok if r.ttft_ms is not None),
         "by_route": by_route,
         "served_models": dict(Counter(r.served_model or "?" for r in ok)),
@@ -152,24 +136,25 @@ async def run_bench(opts: BenchOptions) -> Path:
                                                                            "tpot": opts.slo_tpot_ms},
         "seed": opts.seed, "command": opts.command, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    def client(**kw: Any) -> EvalClient:
+        return EvalClient(opts.base_url, api_key=opts.api_key, transport=opts.transport, **kw)
+
     if opts.warmup:
         # One request per (task, adapter), one at a time: loads adapters and warms caches.
         warm = build_requests(opts, len(opts.tasks) * len(opts.adapters), "warmup")
-        await EvalClient(opts.base_url, api_key=opts.api_key, concurrency=1).run(warm, None, progress=False)
+        await client(concurrency=1).run(warm, None, progress=False)
     results = []
     for level in levels:
         tag = f"c{int(level)}" if mode == "concurrency" else f"r{level:g}"
         items = build_requests(opts, opts.num_requests, tag)
         if mode == "concurrency":
-            client = EvalClient(opts.base_url, api_key=opts.api_key, concurrency=int(level), keep_itl=True,
-                                seed=opts.seed)
+            sender = client(concurrency=int(level), keep_itl=True, seed=opts.seed)
         else:
-            client = EvalClient(opts.base_url, api_key=opts.api_key, concurrency=opts.max_concurrency,
-                                rate=float(level), keep_itl=True, seed=opts.seed)
+            sender = client(concurrency=opts.max_concurrency, rate=float(level), keep_itl=True, seed=opts.seed)
         path = out / f"records-{tag}.jsonl"
         path.unlink(missing_ok=True)
         t0 = time.perf_counter()
-        records = await client.run(items, path, progress=opts.progress, description=f"bench {mode}={level:g}")
+        records = await sender.run(items, path, progress=opts.progress, description=f"bench {mode}={level:g}")
         duration = time.perf_counter() - t0
         summary = {"level": level, **summarize_level(list(records.values()), duration, opts)}
         results.append(summary)

@@ -1,30 +1,30 @@
-"""Metrics as sums of per-item statistics, so that bootstrap resampling is one matrix product.
+"""The metrics a task file can name. Each registers itself here, with what it reads and how it is
+reported (lm-evaluation-harness's `register_metric`): a new metric is one decorated function in this
+file, and task files, reports, compare and the gate pick it up from the registry.
 
-Every metric turns one (prediction, gold) pair into a short vector of numbers (correct/1,
-tp/fp/fn, a ROUGE F-measure/1, ...) and a score from the column sums of those vectors. A
-resample of the items is a vector of counts; its score is the metric of (counts @ stats).
-The same counts applied to two runs over the same items give the paired bootstrap.
+Metrics are sums of per-item statistics, so that bootstrap resampling is one matrix product
+(eval/bootstrap.py): every metric turns one (prediction, gold) pair into a short vector of numbers
+(correct/1, tp/fp/fn, a ROUGE F-measure/1, ...) and a score from the column sums of those vectors.
 
 Conventions (hand-checked in tests): F1 = 2·tp / (2·tp + fp + fn), and 0 when there is
 nothing to count (an empty prediction against an empty gold scores 0, as in seqeval);
 macro-F1 averages over the labels that occur in the gold or the predictions of the items
 scored (scikit-learn's rule), so a class never predicted counts with F1 = 0; a prediction
 of None (a failed request) is wrong: it adds a false negative and no false positive.
+
+Task files are validated against this registry when eval loads them (`check_task_metrics`):
+instruct/ defines the task files but must not import eval/, since data flows one way.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from bioinstruct.instruct.benchmark import check_metric_names
-
-# Expanding names (one metric per label / entity type): reported as a breakdown.
-EXPANDING = {"f1_by_label", "entity_f1_by_type"}
+from bioinstruct.instruct.benchmark import TaskError, TaskSpec
 
 
 def _f1(tp, fp, fn):
@@ -56,6 +56,89 @@ class Metric:
         stats = np.asarray(stats, dtype=float).reshape(-1, self.width)
         return float(self.value(stats.sum(axis=0)))
 
+    def n_scored(self, stats: np.ndarray) -> int:
+        """Items the score is over (N in reports)."""
+        return int(np.asarray(stats).reshape(-1, self.width).shape[0])
+
+
+# --- the registry ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MetricContext:
+    """What a metric may need besides the items: the task's labels (choice) or entity types (spans)."""
+
+    labels: Sequence[str] = ()
+    entity_types: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    output_type: str  # the scoring kind whose (prediction, gold) it reads: choice, spans or text
+    build: Callable[[MetricContext], list[Metric]]
+    higher_is_better: bool = True
+    percent: bool = True  # reported x100 with one decimal; otherwise as is, with two
+    breakdown: bool = False  # one score per label / entity type, reported as a table of its own
+    needs_judge: bool = False  # scored from an LLM judge's answers (dropped when no judge is set)
+
+
+METRICS: dict[str, MetricSpec] = {}
+
+
+def register_metric(name: str, *, output_type: str, higher_is_better: bool = True, percent: bool = True,
+                    breakdown: bool = False, needs_judge: bool = False):
+    """Decorator: `build(ctx)` returns the metric objects of `name` (one, or one per label/type)."""
+    def decorate(build: Callable[[MetricContext], list[Metric]]):
+        if name in METRICS:
+            raise ValueError(f"metric {name!r} is registered twice")
+        METRICS[name] = MetricSpec(name, output_type, build, higher_is_better, percent, breakdown,
+                                   needs_judge)
+        return build
+    return decorate
+
+
+def metric_spec(name: str) -> MetricSpec | None:
+    return METRICS.get(name)
+
+
+def is_percent(name: str) -> bool:
+    """Reported in percent: a registered metric says; a breakdown's entries (f1[yes]) are F1s."""
+    spec = METRICS.get(name)
+    return spec.percent if spec is not None else True
+
+
+def check_metric_names(kind: str, names: Sequence[str]) -> None:
+    """Every name is registered and reads `kind`'s predictions; the message lists what would do."""
+    usable = sorted(n for n, s in METRICS.items() if s.output_type == kind)
+    if not names:
+        raise TaskError(f"give at least one metric; for scoring kind {kind!r}: {usable}")
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise TaskError(f"unknown metrics {unknown}; for scoring kind {kind!r} use {usable} "
+                        f"(registered in eval/metrics.py)")
+    wrong = [n for n in names if METRICS[n].output_type != kind]
+    if wrong:
+        raise TaskError(f"metrics {wrong} do not apply to scoring kind {kind!r}; use {usable}")
+
+
+def check_task_metrics(task: TaskSpec) -> TaskSpec:
+    """The check instruct/ cannot make on a task file: its metrics are registered here."""
+    try:
+        check_metric_names(task.scoring.kind, task.scoring.metrics)
+    except TaskError as exc:
+        raise TaskError(f"{task.source or 'task ' + task.name}: {exc}") from None
+    return task
+
+
+def build_metrics(kind: str, names: Sequence[str], *, labels: Sequence[str] = (),
+                  entity_types: Sequence[str] = ()) -> list[Metric]:
+    """The metric objects a task asks for, with breakdowns expanded to one metric per label/type."""
+    check_metric_names(kind, names)
+    ctx = MetricContext(labels=list(labels), entity_types=list(entity_types))
+    return [m for name in names for m in METRICS[name].build(ctx)]
+
+
+# --- choice ---------------------------------------------------------------------------------------
 
 class Accuracy(Metric):
     def __init__(self) -> None:
@@ -124,6 +207,28 @@ class MacroF1(Metric):
         return _ratio((f1 * present).sum(axis=-1), present.sum(axis=-1))
 
 
+@register_metric("accuracy", output_type="choice")
+def _accuracy(ctx: MetricContext) -> list[Metric]:
+    return [Accuracy()]
+
+
+@register_metric("micro_f1", output_type="choice")
+def _micro_f1(ctx: MetricContext) -> list[Metric]:
+    return [MicroF1("micro_f1", 3, labels=list(ctx.labels))]
+
+
+@register_metric("macro_f1", output_type="choice")
+def _macro_f1(ctx: MetricContext) -> list[Metric]:
+    return [MacroF1("macro_f1", 3 * len(ctx.labels), labels=list(ctx.labels))]
+
+
+@register_metric("f1_by_label", output_type="choice", breakdown=True)
+def _f1_by_label(ctx: MetricContext) -> list[Metric]:
+    return [LabelF1(f"f1[{lab}]", 3, group="f1_by_label", label=lab) for lab in ctx.labels]
+
+
+# --- spans ----------------------------------------------------------------------------------------
+
 def _span_counts(pred, gold, etype: str | None) -> tuple[float, float, float]:
     gold_set = {tuple(g) for g in (gold or []) if etype is None or g[2] == etype}
     pred_set = {tuple(p) for p in (pred or []) if etype is None or p[2] == etype}
@@ -149,6 +254,19 @@ class EntityScore(Metric):
             return _ratio(tp, tp + fn)
         return _f1(tp, fp, fn)
 
+
+# entity_f1, entity_precision, entity_recall
+for _which in ("f1", "precision", "recall"):
+    register_metric(f"entity_{_which}", output_type="spans")(
+        lambda ctx, which=_which: [EntityScore(f"entity_{which}", 3, which=which)])
+
+
+@register_metric("entity_f1_by_type", output_type="spans", breakdown=True)
+def _entity_f1_by_type(ctx: MetricContext) -> list[Metric]:
+    return [EntityScore(f"f1[{t}]", 3, group="entity_f1_by_type", etype=t) for t in ctx.entity_types]
+
+
+# --- text -----------------------------------------------------------------------------------------
 
 @lru_cache(maxsize=1)
 def _rouge_scorer():
@@ -177,6 +295,11 @@ class Rouge(Metric):
         return _ratio(sums[..., 0], sums[..., 1])
 
 
+# rouge1, rouge2, rougeL
+for _key in ("rouge1", "rouge2", "rougeL"):
+    register_metric(_key, output_type="text")(lambda ctx, key=_key: [Rouge(key, 2, key=key)])
+
+
 class JudgeScore(Metric):
     """Mean LLM-judge score (1-10) over the items the judge scored (extra['judge'])."""
 
@@ -193,96 +316,10 @@ class JudgeScore(Metric):
         num, den = np.asarray(sums[..., 0], dtype=float), np.asarray(sums[..., 1], dtype=float)
         return np.divide(num, den, out=np.full_like(den, np.nan), where=den > 0)
 
-
-def build_metrics(kind: str, names: Sequence[str], *, labels: Sequence[str] = (),
-                  entity_types: Sequence[str] = ()) -> list[Metric]:
-    """The metric objects a task asks for, with breakdowns expanded to one metric per label/type."""
-    check_metric_names(kind, names)
-    out: list[Metric] = []
-    for name in names:
-        if name == "accuracy":
-            out.append(Accuracy())
-        elif name == "micro_f1":
-            out.append(MicroF1("micro_f1", 3, labels=list(labels)))
-        elif name == "macro_f1":
-            out.append(MacroF1("macro_f1", 3 * len(labels), labels=list(labels)))
-        elif name == "f1_by_label":
-            out.extend(LabelF1(f"f1[{lab}]", 3, group=name, label=lab) for lab in labels)
-        elif name in ("entity_f1", "entity_precision", "entity_recall"):
-            out.append(EntityScore(name, 3, which=name.removeprefix("entity_")))
-        elif name == "entity_f1_by_type":
-            out.extend(EntityScore(f"f1[{t}]", 3, group=name, etype=t) for t in entity_types)
-        elif name in ("rouge1", "rouge2", "rougeL"):
-            out.append(Rouge(name, 2, key=name))
-        elif name == "llm_judge":
-            out.append(JudgeScore())
-    return out
+    def n_scored(self, stats):
+        return int(np.asarray(stats, dtype=float).reshape(-1, self.width)[:, 1].sum())
 
 
-# --- bootstrap --------------------------------------------------------------------------------
-
-def resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n) matrix: how many times each item is drawn in each resample (with replacement)."""
-    rng = np.random.default_rng(seed)
-    if n == 0:
-        return np.zeros((n_boot, 0))
-    idx = rng.integers(0, n, size=(n_boot, n))
-    out = np.empty((n_boot, n), dtype=np.float64)
-    for b in range(n_boot):
-        out[b] = np.bincount(idx[b], minlength=n)
-    return out
-
-
-def _nan_to_none(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
-
-
-def score_with_ci(metric: Metric, stats: np.ndarray, counts: np.ndarray, alpha: float = 0.05) -> dict[str, Any]:
-    """Point estimate and percentile bootstrap CI of one metric."""
-    stats = np.asarray(stats, dtype=float).reshape(-1, metric.width)
-    n = stats.shape[0]
-    point = metric.value(stats.sum(axis=0)) if n else float("nan")
-    if n == 0:
-        return {"value": None, "ci_low": None, "ci_high": None, "n": 0}
-    boot = metric.value(counts @ stats)
-    boot = boot[~np.isnan(boot)]
-    low, high = (np.quantile(boot, [alpha / 2, 1 - alpha / 2]) if boot.size else (np.nan, np.nan))
-    n_scored = n
-    if isinstance(metric, JudgeScore):
-        n_scored = int(stats[:, 1].sum())
-    return {"value": _nan_to_none(float(point)), "ci_low": _nan_to_none(float(low)),
-            "ci_high": _nan_to_none(float(high)), "n": n_scored}
-
-
-def paired_bootstrap(metric: Metric, stats_a: np.ndarray, stats_b: np.ndarray, *, n_boot: int = 1000,
-                     seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
-    """Difference B - A of one metric over the same items (rows aligned), with a paired
-    bootstrap CI and a two-sided p-value (how often the resampled difference crosses 0)."""
-    a = np.asarray(stats_a, dtype=float).reshape(-1, metric.width)
-    b = np.asarray(stats_b, dtype=float).reshape(-1, metric.width)
-    if a.shape != b.shape:
-        raise ValueError("paired bootstrap needs the same items in both runs")
-    n = a.shape[0]
-    if n == 0:
-        return {"a": None, "b": None, "delta": None, "ci_low": None, "ci_high": None, "p_value": None, "n": 0}
-    va, vb = float(metric.value(a.sum(axis=0))), float(metric.value(b.sum(axis=0)))
-    counts = resample_counts(n, n_boot, seed)
-    deltas = metric.value(counts @ b) - metric.value(counts @ a)
-    deltas = deltas[~np.isnan(deltas)]
-    low, high = np.quantile(deltas, [alpha / 2, 1 - alpha / 2]) if deltas.size else (np.nan, np.nan)
-    if deltas.size:
-        p = min(1.0, 2 * min(float(np.mean(deltas <= 0)), float(np.mean(deltas >= 0))))
-    else:
-        p = float("nan")
-    return {"a": _nan_to_none(va), "b": _nan_to_none(vb), "delta": _nan_to_none(vb - va),
-            "ci_low": _nan_to_none(float(low)), "ci_high": _nan_to_none(float(high)),
-            "p_value": _nan_to_none(p), "n": n}
-
-
-def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 90, 99)) -> dict[str, float | None]:
-    arr = np.asarray([v for v in values if v is not None], dtype=float)
-    out: dict[str, float | None] = {}
-    for q in qs:
-        out[f"p{q:g}"] = round(float(np.percentile(arr, q)), 3) if arr.size else None
-    out["mean"] = round(float(arr.mean()), 3) if arr.size else None
-    return out
+@register_metric("llm_judge", output_type="text", percent=False, needs_judge=True)
+def _llm_judge(ctx: MetricContext) -> list[Metric]:
+    return [JudgeScore()]

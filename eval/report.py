@@ -15,14 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bioinstruct.eval.bootstrap import resample_counts, score_with_ci
 from bioinstruct.eval.client import Record
-from bioinstruct.eval.metrics import (
-    Metric,
-    build_metrics,
-    percentiles,
-    resample_counts,
-    score_with_ci,
-)
+from bioinstruct.eval.latency import percentiles
+from bioinstruct.eval.metrics import Metric, build_metrics, is_percent
 from bioinstruct.instruct.benchmark import Doc, TaskSpec
 
 N_BOOT = 1000
@@ -92,7 +88,7 @@ def score_table(metrics: Sequence[Metric], rows: Sequence[dict[str, Any]], *, n_
 
 def serving_summary(records: Sequence[Record]) -> dict[str, Any]:
     ok = [r for r in records if r.ok]
-    ends = [r.sent_at + r.latency_ms / 1000 for r in records]
+    ends = [r.ended_at for r in records]
     duration = (max(ends) - min(r.started_at for r in records)) if records else 0.0
     completion = sum(r.completion_tokens or 0 for r in ok)
     prompt = sum(r.prompt_tokens or 0 for r in ok)
@@ -210,10 +206,6 @@ def fmt_score(s: dict[str, Any] | None, *, percent: bool = True) -> str:
     lo = f"{s['ci_low'] * k:.1f}" if percent else f"{s['ci_low']:.2f}"
     hi = f"{s['ci_high'] * k:.1f}" if percent else f"{s['ci_high']:.2f}"
     return f"{value} [{lo}, {hi}]"
-
-
-def is_percent(metric: str) -> bool:
-    return metric != "llm_judge"
 
 
 def _ms(x: float | None) -> str:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 
 from bioinstruct.eval.client import EvalClient, RequestItem, read_records
 from bioinstruct.eval.judge import JudgeConfig, run_judge
+from bioinstruct.eval.metrics import check_task_metrics, metric_spec
 from bioinstruct.eval.report import (
     build_report,
     metric_context,
@@ -28,36 +27,41 @@ from bioinstruct.eval.report import (
 from bioinstruct.instruct.benchmark import TaskError, TaskSpec
 
 
-@dataclass
-class RunOptions:
-    task: TaskSpec
+@dataclass(kw_only=True)
+class ApiOptions:
+    """What every command that sends a task's items to the live API takes."""
+
     base_url: str
-    split: str | None = None
-    adapter: str | None = None
+    api_key: str | None = None
+    data_dir: Path | None = None
     out_dir: Path | None = None
     reports_root: Path | None = None
-    limit: int | None = None
-    concurrency: int = 4
-    rate: float | None = None
-    data_dir: Path | None = None
-    api_key: str | None = None
-    judge: JudgeConfig | None = None
     progress: bool = True
-    n_boot: int = 1000
     seed: int = 0
-    max_retries: int = 6
-    timeout_s: float = 900.0
-    plots: bool = True
     command: str | None = None
-    extra_config: dict[str, Any] = field(default_factory=dict)
     transport: Any = None  # an httpx transport (tests)
 
 
-def current_command() -> str:
-    argv = list(sys.argv)
-    if argv and argv[0].endswith("/bioinstruct"):
-        argv[0] = "bioinstruct"
-    return shlex.join(argv)
+@dataclass(kw_only=True)
+class ScoredOptions(ApiOptions):
+    """A split of one task, scored: a run, or the gate's two runs."""
+
+    task: TaskSpec
+    split: str | None = None
+    limit: int | None = None
+    concurrency: int = 4
+    n_boot: int = 1000
+    plots: bool = True
+
+
+@dataclass(kw_only=True)
+class RunOptions(ScoredOptions):
+    adapter: str | None = None
+    rate: float | None = None
+    judge: JudgeConfig | None = None
+    max_retries: int = 6
+    timeout_s: float = 900.0
+    extra_config: dict[str, Any] = field(default_factory=dict)
 
 
 def run_dir_name(task: str, adapter: str | None, suffix: str = "") -> str:
@@ -96,7 +100,7 @@ def _check_resume(run_dir: Path, task: TaskSpec, split: str, adapter: str | None
 
 async def run_task(opts: RunOptions) -> Path:
     """Send the split's items, score, write the report; returns the run folder."""
-    task = opts.task
+    task = check_task_metrics(opts.task)
     split = opts.split or task.default_split
     docs = task.load(split, opts.data_dir, opts.limit)
     if opts.out_dir is not None:
@@ -119,10 +123,15 @@ async def run_task(opts: RunOptions) -> Path:
     records = await client.run(items, run_dir / "records.jsonl", progress=opts.progress,
                                description=f"{task.name}/{split}")
     judge_scores = None
-    if opts.judge is not None and "llm_judge" in task.scoring.metrics:
+    if opts.judge is not None and any(_needs_judge(name) for name in task.scoring.metrics):
         judge_scores = await _judge(task, docs, records, opts.judge, run_dir, opts.progress)
     _write(task, split, config, docs, records, judge_scores, run_dir, opts.n_boot, opts.seed, opts.plots)
     return run_dir
+
+
+def _needs_judge(name: str) -> bool:
+    spec = metric_spec(name)
+    return spec is not None and spec.needs_judge
 
 
 async def _judge(task, docs, records, judge: JudgeConfig, run_dir: Path, progress: bool):
@@ -141,8 +150,9 @@ async def _judge(task, docs, records, judge: JudgeConfig, run_dir: Path, progres
 
 def _write(task, split, config, docs, records, judge_scores, run_dir, n_boot, seed, plots) -> dict[str, Any]:
     ctx = metric_context(task, docs)
-    if judge_scores is None and len(ctx["names"]) > 1:
-        ctx["names"] = [n for n in ctx["names"] if n != "llm_judge"]  # no judge configured
+    judged = [n for n in ctx["names"] if _needs_judge(n)]
+    if judge_scores is None and len(judged) < len(ctx["names"]):
+        ctx["names"] = [n for n in ctx["names"] if n not in judged]  # no judge configured
     metrics = metrics_from_context(ctx)
     rows = score_items(task, docs, records, metrics, judge_scores)
     report = build_report(task, split, config, docs, records, rows, ctx, n_boot=n_boot, seed=seed)

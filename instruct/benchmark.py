@@ -8,7 +8,8 @@ as soon as it exists.
 A task file says where the data is (a path under the data folder, a loader, an optional
 selection), how each record is prepared (a short list of named, parameterised steps), which
 route it goes to and how a record becomes the request body (templates), and how the answer
-is scored (a scoring kind, the gold template, metrics). A new benchmark whose data has the
+is scored (a scoring kind, the gold template, metrics by name: eval/metrics.py registers them and
+checks a task file's names when eval loads it). A new benchmark whose data has the
 shape of a shipped one needs only a new file: the loaders, steps and scoring kinds are
 generic over field names.
 
@@ -42,23 +43,6 @@ ROUTES = {"qa": "/qa", "extract": "/extract", "generate": "/generate"}
 
 class TaskError(ValueError):
     """A task file or its data is not what it should be; the message says what and where."""
-
-
-# The metrics each scoring kind can report (eval/metrics.py implements exactly these).
-KIND_METRICS: dict[str, set[str]] = {
-    "choice": {"accuracy", "micro_f1", "macro_f1", "f1_by_label"},
-    "spans": {"entity_f1", "entity_precision", "entity_recall", "entity_f1_by_type"},
-    "text": {"rouge1", "rouge2", "rougeL", "llm_judge"},
-}
-
-
-def check_metric_names(kind: str, names: Sequence[str]) -> None:
-    allowed = KIND_METRICS[kind]
-    unknown = [n for n in names if n not in allowed]
-    if unknown:
-        raise ValueError(f"metrics {unknown} do not apply to scoring kind {kind!r}; use {sorted(allowed)}")
-    if not names:
-        raise ValueError("give at least one metric")
 
 
 # --- templating ---------------------------------------------------------------------------
@@ -332,7 +316,8 @@ class ScoringSpec(_Strict):
     prediction: str | None = Field(None, description="Response field with the prediction; default "
                                    "answer_index (choice), entities (spans), text (text)")
     entity_types: list[str] | None = Field(None, description="spans: types scored; default the request's")
-    metrics: list[str]
+    metrics: list[str] = Field(description="Names of metrics registered in eval/metrics.py for this kind "
+                               "(checked there when eval loads the task: instruct/ does not import eval/)")
     primary: str | None = None
     judge_prompt: str | None = Field(None, description="text: the LLM-judge prompt, with {source}, "
                                      "{reference}, {prediction}")
@@ -375,7 +360,8 @@ class TaskSpec(_Strict):
         if self.route != expected:
             raise ValueError(f"scoring kind {self.scoring.kind!r} reads a /{expected} response, "
                              f"but route is {self.route!r}")
-        check_metric_names(self.scoring.kind, self.scoring.metrics)
+        if not self.scoring.metrics:
+            raise ValueError("give at least one metric")
         primary = self.primary_metric
         if primary not in self.scoring.metrics:
             raise ValueError(f"primary metric {primary!r} is not in metrics {self.scoring.metrics}")

@@ -230,7 +230,7 @@ def test_new_benchmark_with_same_shape_needs_only_a_file(tmp_path, data_dir):
 
 
 @pytest.mark.parametrize("patch,message", [
-    (("metrics: [accuracy]", "metrics: [rougeL]"), "do not apply"),
+    (("metrics: [accuracy]", "metrics: []"), "at least one metric"),
     (("route: qa", "route: extract"), "reads a /qa response"),
     (("default_split: test", "default_split: train"), "default_split"),
     (("  - {step: options_from_dict", "  - {step: nosuchstep"), "unknown process step"),

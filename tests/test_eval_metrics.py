@@ -6,15 +6,10 @@ import random
 
 import numpy as np
 import pytest
+from bioinstruct.eval.bootstrap import paired_bootstrap, resample_counts, score_with_ci
 from bioinstruct.eval.judge import parse_score
-from bioinstruct.eval.metrics import (
-    build_metrics,
-    paired_bootstrap,
-    percentiles,
-    resample_counts,
-    rouge_scores,
-    score_with_ci,
-)
+from bioinstruct.eval.latency import percentile, percentiles
+from bioinstruct.eval.metrics import build_metrics, rouge_scores
 from bioinstruct.instruct.benchmark import bio_entities, step_token_spans
 
 
@@ -206,3 +201,10 @@ def test_percentiles():
     assert p["p50"] == pytest.approx(50.5)
     assert p["p99"] == pytest.approx(99.01)
     assert percentiles([])["p50"] is None
+
+
+def test_percentile_interpolates_between_order_statistics():
+    # k = (n - 1) q / 100 = 2.25 for q 75 over 10, 20, 30, 40: 30 + 0.25 x 10 (bench's hand-written rule)
+    assert percentile([40, 10, None, 30, 20], 75) == pytest.approx(32.5)
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([], 50) is None and percentile([None], 50) is None
