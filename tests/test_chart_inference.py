@@ -428,3 +428,16 @@ def test_chart_refuses_inconsistent_pool_values(helm, tmp_path, values, message)
     proc = template(helm, [values], tmp_path)
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr
+
+
+def test_deploy_doc_names_real_pool_monitoring_and_observability_values():
+    """Values of the new sections of docs/DEPLOY.md exist (test_deploy checks the older prefixes)."""
+    text = (ROOT / "docs" / "DEPLOY.md").read_text()
+    values = test_deploy._value_paths(yaml.safe_load((CHART / "values.yaml").read_text()))
+    named = set(re.findall(r"`((?:inferencePool|monitoring|observability)\.[A-Za-z0-9_.]+)`", text))
+    assert len(named) >= 15, named
+    unknown = {n for n in named if n not in values}
+    assert not unknown, f"DEPLOY.md names values the chart does not have: {sorted(unknown)}"
+    assert "values-inferencepool.yaml" in text
+    for key in ENGINE_TYPE_KEYS:
+        assert key in text
