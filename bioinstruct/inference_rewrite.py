@@ -70,8 +70,10 @@ def rewrites_from_aliases(aliases: dict[str, dict], pool_name: str,
                           namespace: str | None = None) -> list[dict[str, Any]]:
     """One InferenceModelRewrite per alias, sorted by alias.
 
-    `aliases` maps an alias to `{"alias", "target": "name@version", "weights": {"name@version": int}}`;
-    no (or empty) weights sends all of the alias's traffic to `target`. Raises RewriteError with a
+    `aliases` maps an alias to `{"alias", "target": "name@version", "weights": {"name@version": int}}`
+    (the registry's AliasRecord as a dict; other fields are ignored, a `deleted` one is skipped);
+    no (or empty) weights sends all of the alias's traffic to `target`; a weight of 0 (draining)
+    leaves that version out. Raises RewriteError with a
     message naming the alias and the field to fix."""
     if not isinstance(pool_name, str) or not _DNS_LABEL.match(pool_name) or len(pool_name) > 63:
         raise RewriteError(f"pool name {pool_name!r} is not a valid InferencePool name (a DNS label: "
@@ -83,6 +85,8 @@ def rewrites_from_aliases(aliases: dict[str, dict], pool_name: str,
         record = aliases[key]
         if not isinstance(record, dict):
             raise RewriteError(f"alias {key!r}: expected a record with 'target', got {type(record).__name__}")
+        if record.get("deleted"):
+            continue  # the registry's tombstone of a deleted alias: nothing to route
         alias = record.get("alias", key)
         if alias != key:
             raise RewriteError(f"alias {key!r}: its record names another alias, {alias!r}")

@@ -339,6 +339,13 @@ def test_rewrites_from_aliases_valid_and_faithful():
     names = {o["metadata"]["name"] for o in objects}
     assert {"bio-bioinstruct-qa", "bio-bioinstruct-ie", "bio-bioinstruct-gen"} <= names
     assert rewrites_from_aliases(ALIASES, "p")[0]["metadata"].get("namespace") is None
+    # The registry's own records (AliasRecord.model_dump()) go in as they are; a tombstone is skipped.
+    from bioinstruct.registry import AliasRecord
+
+    records = {"qa": AliasRecord(alias="qa", target="q@2", weights={"q@1": 0, "q@2": 5}, updated_at="t"),
+               "old": AliasRecord(alias="old", target="o@1", updated_at="t", deleted=True)}
+    (only,) = rewrites_from_aliases({a: r.model_dump() for a, r in records.items()}, "p")
+    assert only["spec"]["rules"][0]["targets"] == [{"modelRewrite": "q@2", "weight": 5}]
     assert rewrites_from_aliases({}, "p") == []
 
 
