@@ -19,7 +19,7 @@ from bioinstruct.eval.gate import GateOptions, run_gate
 from bioinstruct.eval.load import BenchOptions, run_bench
 from bioinstruct.eval.report import load_items, load_report
 from bioinstruct.eval.runner import RunOptions, rescore, run_task
-from bioinstruct.instruct.benchmark import TaskError, load_task
+from bioinstruct.instruct.benchmark import PACKAGED_TASKS_DIR, TaskError, TaskSpec, load_task
 from fake_hosts import fake_hosts_router
 from typer.testing import CliRunner
 
@@ -106,11 +106,12 @@ def fake(data_dir):
         yield gw
 
 
-def opts(task: str, tmp_path: Path, data_dir: Path, **kw) -> RunOptions:
-    defaults = dict(base_url=URL, out_dir=tmp_path / task, limit=40, concurrency=4, data_dir=data_dir,
+def opts(task: str | TaskSpec, tmp_path: Path, data_dir: Path, **kw) -> RunOptions:
+    spec = task if isinstance(task, TaskSpec) else load_task(task)
+    defaults = dict(base_url=URL, out_dir=tmp_path / spec.name, limit=40, concurrency=4, data_dir=data_dir,
                     progress=False, n_boot=300, plots=False)
     defaults.update(kw)
-    return RunOptions(task=load_task(task), **defaults)
+    return RunOptions(task=spec, **defaults)
 
 
 async def test_choice_run_writes_report_with_cis(fake, tmp_path, data_dir):
@@ -316,3 +317,49 @@ async def test_llm_judge_score_through_an_openai_compatible_endpoint(fake, tmp_p
     assert "Reference summary" in seen[0]["messages"][0]["content"]
     assert (run_dir / "judge.jsonl").is_file()
     assert rescore(run_dir, data_dir, n_boot=300, plots=False)["scores"]["llm_judge"]["value"] == pytest.approx(8.0)
+
+
+@pytest.fixture
+def error_rate():
+    """A new metric, added the one way there is: one registration (here lower-is-better, not in %)."""
+    from bioinstruct.eval.metrics import METRICS, Accuracy, register_metric
+
+    class ErrorRate(Accuracy):
+        def __init__(self) -> None:
+            super().__init__()
+            self.name = "error_rate"
+
+        def value(self, sums):
+            return 1 - super().value(sums)
+
+    register_metric("error_rate", output_type="choice", higher_is_better=False, percent=False)(
+        lambda ctx: [ErrorRate()])
+    yield
+    METRICS.pop("error_rate")
+
+
+async def test_a_registered_metric_is_run_reported_compared_and_gated(fake, error_rate, tmp_path, data_dir):
+    text = (PACKAGED_TASKS_DIR / "pubmedqa.yaml").read_text()
+    old = "metrics: [accuracy, macro_f1, f1_by_label]\n  primary: accuracy"
+    assert old in text
+    path = tmp_path / "tasks" / "pubmedqa_err.yaml"
+    path.parent.mkdir()
+    path.write_text(text.replace("name: pubmedqa", "name: pubmedqa_err")
+                    .replace(old, "metrics: [error_rate, accuracy]\n  primary: error_rate"))
+    task = load_task(path)
+    run_dir = await run_task(opts(task, tmp_path, data_dir, adapter="base"))
+    report = load_report(run_dir)
+    err, acc = report["scores"]["error_rate"], report["scores"]["accuracy"]
+    assert err["value"] == pytest.approx(1 - acc["value"]) and err["n"] == 40
+    assert f"| error_rate (primary) | {err['value']:.2f} [" in (run_dir / "report.md").read_text()  # not in %
+
+    better = await run_task(opts(task, tmp_path, data_dir, adapter="good", out_dir=tmp_path / "b"))
+    delta = compare_runs(run_dir, better, n_boot=300)["metrics"]["error_rate"]["delta"]
+    assert delta == pytest.approx(-err["value"])
+
+    # The gate reads higher_is_better: the candidate's error rate falls, which is the gain it asks for.
+    result = await run_gate(GateOptions(alias="qa", candidate="2", task=task, base_url=URL, admin_token="t",
+                                        limit=30, data_dir=data_dir, progress=False, n_boot=300, plots=False,
+                                        min_delta=0.05, require_significant=True, out_dir=tmp_path / "gate"))
+    assert result["metric"] == "error_rate" and result["delta"] < 0
+    assert result["decision"] == "promoted", result
