@@ -73,14 +73,14 @@ def _check_model(path):
 @data_app.command("fetch")
 def data_fetch(
     only: list[str] = typer.Option([], "--only", help="Only this dataset (repeat the option); default: all."),
-    dest: Path | None = typer.Option(None, help="Data folder (default: BIOINSTRUCT_DATA_DIR, see docs/DATA.md)."),
+    dest: Path | None = typer.Option(None, help="Data folder (default: BIOINSTRUCT_DATA_DIR, docs/DATA.md)."),
     mirror: str | None = typer.Option(None, help="A copy laid out as ../shared/data: folder or http(s) URL "
                                                  "(default: BIOINSTRUCT_DATA_MIRROR)."),
 ) -> None:
     """Fetch every dataset the benchmarks and converters read, each file checked by its SHA-256.
 
-    Files come from the mirror, then ../shared/data if present, then the pinned upstream
-    repositories; a file already in place with the right checksum is kept."""
+    Sources: the mirror, then ../shared/data if present, then the pinned upstream repositories.
+    A file already in place with the right checksum is kept."""
     from bioinstruct.data.fetch import DataFetchError, default_mirrors, fetch
     from bioinstruct.data.progress import RichReporter
     from bioinstruct.data.settings import DataSettings

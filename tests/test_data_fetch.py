@@ -260,7 +260,8 @@ def test_derived_files_missing_from_the_mirror_are_derived_from_verified_inputs(
     for name in ("pqal_test_set.json", "pqal_trainval_set.json"):
         assert outcomes[f"pubmedqa_pqal/{name}"].startswith("derived (pubmedqa_split)")
         assert sha256(dest / "pubmedqa_pqal" / name) == sha256(data_dir / "pubmedqa_pqal" / name)
-    assert len(convert_pubmedqa(dest)) == len(json.loads((dest / "pubmedqa_pqal/pqal_trainval_set.json").read_text()))
+    trainval = json.loads((dest / "pubmedqa_pqal/pqal_trainval_set.json").read_text())
+    assert len(convert_pubmedqa(dest)) == len(trainval) == 500
 
 
 # ---- derivations reproduce the reference copy, byte for byte --------------------------------
@@ -294,7 +295,8 @@ def _write_xlsx(path: Path, header: list[str], rows: list[list[object]]) -> None
 
     body = []
     for r, values in enumerate([header, *rows], start=1):
-        cells = "".join(cell(f"{chr(65 + c)}{r}", v, inline=(r == 2 and c == 1)) for c, v in enumerate(values))
+        cells = "".join(cell(f"{chr(65 + c)}{r}", v, inline=(r == 2 and c == 1))
+                        for c, v in enumerate(values))
         body.append(f'<row r="{r}">{cells}</row>')
     main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
     rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
@@ -314,7 +316,8 @@ def _write_xlsx(path: Path, header: list[str], rows: list[list[object]]) -> None
 @pytest.mark.parametrize("ds,name", [("meqsum", "meqsum_all.jsonl"),
                                      ("mediqa_qs_2021", "mediqa_qs_validation.jsonl"),
                                      ("mediqa_qs_2021", "mediqa_qs_test.jsonl")])
-def test_the_xlsx_step_writes_the_reference_bytes_from_a_sheet_of_the_same_cells(tmp_path, data_dir, ds, name):
+def test_the_xlsx_step_writes_the_reference_bytes_from_a_sheet_of_the_same_cells(tmp_path, data_dir, ds,
+                                                                                  name):
     # The upstream .xlsx cannot be downloaded here (no GitHub): a sheet holding the reference rows'
     # cells stands in, so this checks the reader and the JSON Lines writer, not the upstream file.
     step = load_manifest().datasets[ds].files[name].derive
@@ -322,7 +325,8 @@ def test_the_xlsx_step_writes_the_reference_bytes_from_a_sheet_of_the_same_cells
     sheet = tmp_path / "sheet.xlsx"
     _write_xlsx(sheet, [f.title() for f in step.fields], [[row[f] for f in step.fields] for row in rows])
     assert read_xlsx(sheet)[0] == [f.title() for f in step.fields]
-    assert hashlib.sha256(xlsx_rows(sheet, step.fields, step.index_field)).hexdigest() == sha256(data_dir / ds / name)
+    made = xlsx_rows(sheet, step.fields, step.index_field)
+    assert hashlib.sha256(made).hexdigest() == sha256(data_dir / ds / name)
 
 
 # ---- the manifest --------------------------------------------------------------------------
@@ -386,8 +390,8 @@ def test_every_file_the_task_files_and_converters_read_is_in_the_manifest(tmp_pa
 
 def test_the_data_folder_matches_the_manifest(data_dir):
     manifest = load_manifest()
-    wrong = [rel for rel in manifest.relpaths()
-             if sha256(data_dir / rel) != manifest.datasets[rel.split("/")[0]].files[rel.split("/")[1]].sha256]
+    wrong = [f"{ds}/{name}" for ds, dataset in manifest.datasets.items()
+             for name, entry in dataset.files.items() if sha256(data_dir / ds / name) != entry.sha256]
     assert not wrong
 
 
@@ -409,8 +413,8 @@ def test_the_default_data_folder_is_the_shared_copy_when_present_else_inside_the
 def _offline_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BIOINSTRUCT_")}
     # Any host but loopback goes to a dead proxy: nothing can leave this machine.
-    env.update(HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9", NO_PROXY="127.0.0.1,localhost",
-               BIOINSTRUCT_DATA_RETRIES="1", COLUMNS="200")
+    env.update(HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9",
+               NO_PROXY="127.0.0.1,localhost", BIOINSTRUCT_DATA_RETRIES="1", COLUMNS="200")
     env.update(extra)
     return env
 
@@ -449,7 +453,8 @@ def test_cli_errors_say_what_to_change_without_a_traceback(server, mirror_dir, t
     assert unknown.returncode == 2
     assert "unknown dataset(s) nope; choose from pubmedqa_pqal" in unknown.stderr
     (mirror_dir / "meqsum" / "README.md").write_text("not the README\n")
-    bad = _cli("data", "fetch", "--only", "meqsum", "--dest", str(tmp_path / "d"), "--mirror", server.url, env=env)
+    bad = _cli("data", "fetch", "--only", "meqsum", "--dest", str(tmp_path / "d"), "--mirror", server.url,
+               env=env)
     assert bad.returncode == 2
     assert "meqsum/README.md from" in bad.stderr and "expected e9bb48a127be" in bad.stderr
     assert "Traceback" not in bad.stderr + bad.stdout

@@ -79,8 +79,8 @@ def _entities(tokens: list[str], tags: list[str]) -> list[dict]:
 
 def conll_entities(tsv: Path, split: str) -> bytes:
     lines = [
-        json.dumps({"id": f"{split}-{n}", "tokens": tokens, "tags": tags, "entities": _entities(tokens, tags)},
-                   ensure_ascii=False)
+        json.dumps({"id": f"{split}-{n}", "tokens": tokens, "tags": tags,
+                    "entities": _entities(tokens, tags)}, ensure_ascii=False)
         for n, (tokens, tags) in enumerate(_sentences(tsv))
     ]
     return "".join(line + "\n" for line in lines).encode("utf-8")

@@ -113,7 +113,8 @@ def fetch(dest: Path, *, only: Iterable[str] | None = None, mirrors: Sequence[Mi
     names = list(only) if only else list(manifest.datasets)
     unknown = [n for n in names if n not in manifest.datasets]
     if unknown:
-        raise DataFetchError(f"unknown dataset(s) {', '.join(unknown)}; choose from {', '.join(manifest.datasets)}")
+        raise DataFetchError(f"unknown dataset(s) {', '.join(unknown)}; "
+                             f"choose from {', '.join(manifest.datasets)}")
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -125,8 +126,9 @@ def fetch(dest: Path, *, only: Iterable[str] | None = None, mirrors: Sequence[Mi
         try:
             outcomes.update(job.dataset(name))
         except OSError as exc:
-            raise DataFetchError(f"{name}: cannot write or read {exc.filename or dest}: {exc.strerror or exc}; "
-                                 "point BIOINSTRUCT_DATA_DIR (or --dest) at a writable folder") from None
+            raise DataFetchError(f"{name}: cannot write or read {exc.filename or dest}: "
+                                 f"{exc.strerror or exc}; point BIOINSTRUCT_DATA_DIR (or --dest) "
+                                 "at a writable folder") from None
     return outcomes
 
 
@@ -164,7 +166,8 @@ class _Job:
             for up in (entry.upstream, entry.derive.upstream if entry.derive else None):
                 if up is not None and up.repo not in used:
                     used.append(up.repo)
-        return [f"{self.manifest.repositories[r].url} at {self.manifest.repositories[r].commit}" for r in used]
+        pins = [self.manifest.repositories[r] for r in used]
+        return [f"{pin.url} at {pin.commit}" for pin in pins]
 
     def _file(self, ds: str, name: str, entry: FileEntry) -> str:
         rel = f"{ds}/{name}"
@@ -244,7 +247,8 @@ class _Job:
             derive(step, inputs, part)
         except (DeriveError, OSError, ValueError, KeyError) as exc:
             part.unlink(missing_ok=True)
-            raise DataFetchError(f"{rel}: could not derive it ({step.how}): {exc}. To fix: {MIRROR_HINT}.") from None
+            raise DataFetchError(f"{rel}: could not derive it ({step.how}): {exc}. "
+                                 f"To fix: {MIRROR_HINT}.") from None
         finally:
             if scratch is not None:
                 scratch.unlink(missing_ok=True)
