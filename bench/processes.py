@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -53,16 +52,10 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, wh
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
-    """SIGTERM the process group, SIGKILL after grace. Idempotent."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
+    """SIGTERM the process group, SIGKILL after grace (the engine's own way of stopping)."""
+    from bioinstruct.service.engine import stop_process_group
+
+    stop_process_group(proc, grace)
 
 
 def spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:

@@ -104,6 +104,31 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], grace: float) -> int | None:
+    """SIGTERM the group `proc` leads, SIGKILL it after `grace` seconds. Idempotent. The one
+    process-group stop: the engine's, and bench's for the servers it starts."""
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    # Workers may outlive the server for a moment: make sure the group is gone.
+    _signal_group(proc, signal.SIGKILL)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    return proc.returncode
+
+
 class EngineProcess:
     """One vLLM OpenAI server child process."""
 
@@ -296,19 +321,7 @@ class EngineProcess:
         proc = self._proc
         if proc is None:
             return None
-        grace = self.settings.stop_grace_s if grace is None else grace
-        if proc.poll() is None:
-            self._signal_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
-        # Workers may outlive the server for a moment: make sure the group is gone.
-        self._signal_group(proc, signal.SIGKILL)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        stop_process_group(proc, self.settings.stop_grace_s if grace is None else grace)
         if self._reader:
             self._reader.join(timeout=2)
         return proc.returncode
@@ -332,10 +345,3 @@ class EngineProcess:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-    @staticmethod
-    def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass

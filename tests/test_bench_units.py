@@ -150,3 +150,30 @@ def test_current_command_names_what_a_reader_types(monkeypatch):
     monkeypatch.setitem(sys.modules, "__main__", main)
     assert current_command(["/work/main/bench/serving.py", "--repeats", "2"]) == \
         "python -m bioinstruct.bench.serving --repeats 2"
+
+
+def test_stop_group_takes_the_whole_group_even_one_that_ignores_sigterm(tmp_path):
+    from bioinstruct.bench.processes import spawn, stop_group
+
+    # A leader that ignores SIGTERM, with a child of its own in the same group.
+    pid_file = tmp_path / "child.pid"
+    proc = spawn(["sh", "-c", f"trap '' TERM; sleep 60 & echo $! > {pid_file}; wait"], tmp_path / "log.txt")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (pid_file.is_file() and pid_file.read_text().strip()):
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    t0 = time.monotonic()
+    stop_group(proc, grace=0.5)
+    assert proc.poll() is not None and time.monotonic() - t0 < 5
+
+    def alive(pid: int) -> bool:
+        try:
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+    deadline = time.monotonic() + 5
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child)
