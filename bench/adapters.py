@@ -31,12 +31,13 @@ from typing import Any
 import httpx
 import typer
 from bioinstruct.bench import traffic
+from bioinstruct.bench.console import log, progress
 from bioinstruct.bench.loras import ALL_LINEAR, DEFAULT_TARGETS, make_lora, merge_lora
 from bioinstruct.bench.machine import loadavg
 from bioinstruct.bench.plots import errorbars, pyplot, save_figure
 from bioinstruct.bench.processes import running_engine
 from bioinstruct.bench.prompts import completion_bodies, load_long_prompts, load_prompts
-from bioinstruct.bench.report import Comparison, document, fmt, fmt_summary, log, progress, target
+from bioinstruct.bench.report import Comparison, document, fmt, fmt_summary, table, target
 from bioinstruct.bench.stats import paired_ratio, ratio, summaries
 
 
@@ -207,33 +208,23 @@ def markdown(rep: dict[str, Any]) -> str:
         f"{cfg['repeats']} repeats per engine, workloads interleaved; median (min–max) over repeats; "
         f"{cfg['seconds']:.0f} s",
     ]
-    lines = [
-        "| engine | workload | output tok/s | req/s | p50 ms | p99 ms | vs default engine, 1 adapter "
-        "| vs vLLM without LoRA |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rep["rows"]:
-        lines.append(
-            f"| {row['config']} ({row['label']}) | {row['workload']} | "
-            f"{fmt_summary(row['out_tok_per_s'], 1)} | "
-            f"{fmt_summary(row['req_per_s'], 2)} | {fmt_summary(row['p50_ms'], 0)} | "
-            f"{fmt_summary(row['p99_ms'], 0)} | {fmt(row['vs_default_1_adapter'], 2)} | "
-            f"{fmt(row['vs_plain_base'], 2)} |")
-    lines += ["", "Paired ratios (same engine, same repeat), median (min–max):", "",
-              "| engine | 3 adapters / 1 adapter | 1 adapter / base | 3 / 1 adapter, long "
-              "| 1 adapter / base, long |",
-              "|---|---|---|---|---|"]
+    header = ["engine", "workload", "output tok/s", "req/s", "p50 ms", "p99 ms",
+              "vs default engine, 1 adapter", "vs vLLM without LoRA"]
+    rows = [[f"{r['config']} ({r['label']})", r["workload"], fmt_summary(r["out_tok_per_s"], 1),
+             fmt_summary(r["req_per_s"], 2), fmt_summary(r["p50_ms"], 0), fmt_summary(r["p99_ms"], 0),
+             fmt(r["vs_default_1_adapter"], 2), fmt(r["vs_plain_base"], 2)] for r in rep["rows"]]
+    lines = table(header, rows)
     keys = ("mix_ratio", "one_adapter_vs_base", "mix_ratio_long", "one_adapter_vs_base_long")
     names = sorted(set().union(*(rep.get(k, {}) for k in keys)),
                    key=lambda n: [c["name"] for c in cfg["configs"]].index(n))
-    for name in names:
-        cells = (fmt_summary(rep.get(k, {}).get(name, {}), 3) for k in keys)
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    header = ["engine", "3 adapters / 1 adapter", "1 adapter / base", "3 / 1 adapter, long",
+              "1 adapter / base, long"]
+    rows = [[name, *(fmt_summary(rep.get(k, {}).get(name, {}), 3) for k in keys)] for name in names]
+    lines += ["", "Paired ratios (same engine, same repeat), median (min–max):", "", *table(header, rows)]
     if rep.get("plugin_vs_stock_ops"):
+        rows = [[w, fmt(v, 2)] for w, v in rep["plugin_vs_stock_ops"].items()]
         lines += ["", "Plugin's grouped LoRA ops / vLLM's own ops (default vs stock_ops engine, medians):",
-                  "",
-                  "| workload | speed-up |", "|---|---|"]
-        lines += [f"| {w} | {fmt(v, 2)} |" for w, v in rep["plugin_vs_stock_ops"].items()]
+                  "", *table(["workload", "speed-up"], rows)]
     return document("Adapter mix and the LoRA cost on the CPU engine", rep, details, lines)
 
 

@@ -27,8 +27,8 @@ def run_all(
     only: str = typer.Option("", help="Comma-separated subset, in this order: " + ", ".join(COMMANDS)),
 ) -> None:
     """Run every comparison with its defaults (what `make bench` does); about an hour on 2 cores."""
+    from bioinstruct.bench.console import log
     from bioinstruct.bench.machine import loadavg
-    from bioinstruct.bench.report import log
 
     chosen = [c.strip() for c in only.split(",") if c.strip()] or list(COMMANDS)
     runners = {

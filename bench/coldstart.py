@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import typer
+from bioinstruct.bench.console import log
 from bioinstruct.bench.loras import make_lora, publish_adapters
 from bioinstruct.bench.machine import loadavg
 from bioinstruct.bench.plots import pyplot, save_figure
@@ -32,7 +33,7 @@ from bioinstruct.bench.processes import (
     spawn,
     stop_group,
 )
-from bioinstruct.bench.report import Comparison, document, fmt_summary, log
+from bioinstruct.bench.report import Comparison, document, fmt_summary, table
 from bioinstruct.bench.stats import paired_ratio, summaries, summary
 
 from bioinstruct.settings import CoreSettings
@@ -141,18 +142,18 @@ def markdown(rep: dict[str, Any]) -> str:
                                          "reinstall a plain `make serve` would do first)"),
         f"{cfg['repeats']} repeats, ways interleaved; median (min–max); {cfg['seconds']:.0f} s",
     ]
-    lines = [
-        "| way | to ready (s) | HTTP up (s) | vs bare engine | extra over engine (s) | stop on SIGTERM (s) |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for w, row in rep["rows"].items():
         ratio = rep["ratios"].get(f"{w}/engine")
         extra = rep["extra_s"].get(f"{w} - engine")
-        lines.append(f"| {'bare vLLM engine (/health)' if w == 'engine' else w + ' (/health/ready)'} | "
-                     f"{fmt_summary(row['ready_s'], 1)} | {fmt_summary(row['http_up_s'], 1)} | "
-                     f"{fmt_summary(ratio, 2) + 'x' if ratio else '1.00'} | "
-                     f"{fmt_summary(extra, 1) if extra else '—'} | {fmt_summary(row['stop_s'], 1)} |")
-    return document("Cold start: command → ready (model already converted)", rep, details, lines)
+        rows.append(["bare vLLM engine (/health)" if w == "engine" else w + " (/health/ready)",
+                     fmt_summary(row["ready_s"], 1), fmt_summary(row["http_up_s"], 1),
+                     fmt_summary(ratio, 2) + "x" if ratio else "1.00",
+                     fmt_summary(extra, 1) if extra else "—", fmt_summary(row["stop_s"], 1)])
+    header = ["way", "to ready (s)", "HTTP up (s)", "vs bare engine", "extra over engine (s)",
+              "stop on SIGTERM (s)"]
+    return document("Cold start: command → ready (model already converted)", rep, details,
+                    table(header, rows))
 
 
 def plot(out: Path, rep: dict[str, Any]) -> list[str]:

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from bioinstruct.bench.console import log
 from bioinstruct.bench.machine import loadavg
 from bioinstruct.bench.plots import pyplot, save_figure
-from bioinstruct.bench.report import Comparison, document, fmt, fmt_summary, log, target
+from bioinstruct.bench.report import Comparison, document, fmt, fmt_summary, table, target
 from bioinstruct.bench.stats import summary
 
 from bioinstruct.settings import CoreSettings
@@ -92,22 +93,20 @@ def markdown(rep: dict[str, Any]) -> str:
         f"({fmt_summary(rep['per_pair_us'], 1)} µs)",
         f"median (min–max) of {cfg['repeats']} repeats; {cfg['seconds']:.0f} s",
     ]
-    lines = [
-        "| texts | kept | pairs scored | bulk (s) | rouge-score loop (s) | speedup | decisions identical | "
-        "bulk scores = rouge-score (random pairs) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for r in rep["rows"]:
         ident = r["identical_decisions"]
         ident_s = (("yes (all compared)" if all(ident) else "NO") if None not in ident
                    else "not run (extrapolated)")
         extrapolated = " (extrapolated)" if r["baseline"] == "extrapolated" else ""
         sc = r["score_check"]
-        lines.append(f"| {r['texts']:,} | {r['kept']:,} | {r['pairs_scored']:,} | "
-                     f"{fmt_summary(r['fast_s'], 3)} | {fmt_summary(r['baseline_s'], 1)}{extrapolated} | "
-                     f"{fmt_summary(r['speedup'], 0)}x | {ident_s} | "
-                     f"{sc['bit_identical']:,}/{sc['pairs']:,} |")
-    return document("ROUGE-L dedup: bulk (generation/dedup.py) vs a rouge-score loop", rep, details, lines)
+        rows.append([f"{r['texts']:,}", f"{r['kept']:,}", f"{r['pairs_scored']:,}",
+                     fmt_summary(r["fast_s"], 3), fmt_summary(r["baseline_s"], 1) + extrapolated,
+                     fmt_summary(r["speedup"], 0) + "x", ident_s, f"{sc['bit_identical']:,}/{sc['pairs']:,}"])
+    header = ["texts", "kept", "pairs scored", "bulk (s)", "rouge-score loop (s)", "speedup",
+              "decisions identical", "bulk scores = rouge-score (random pairs)"]
+    return document("ROUGE-L dedup: bulk (generation/dedup.py) vs a rouge-score loop", rep, details,
+                    table(header, rows))
 
 
 def plot(out: Path, rep: dict[str, Any]) -> list[str]:

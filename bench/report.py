@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bioinstruct.bench.console import log
 from bioinstruct.bench.machine import loadavg, machine_info, machine_line
 from bioinstruct.eval.provenance import current_command
 
@@ -26,19 +27,6 @@ def run_dir(name: str, out: Path | None = None) -> Path:
     path = out or CoreSettings().home / "reports" / "bench" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def log(msg: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {msg}")
-
-
-def progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    transient=True)
 
 
 class Comparison:
@@ -93,6 +81,12 @@ def target(text: str, value: float | None, *, at_least: float | None = None, at_
     if measured is not None:
         out["measured"] = measured
     return out
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A Markdown table: the header, its rule, one line per row of cells."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
 
 
 def document(title: str, rep: dict[str, Any], details: Sequence[str], body: Sequence[str]) -> str:

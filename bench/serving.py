@@ -24,12 +24,13 @@ from typing import Any
 
 import typer
 from bioinstruct.bench import traffic
+from bioinstruct.bench.console import log, progress
 from bioinstruct.bench.loras import make_lora, publish_adapters
 from bioinstruct.bench.machine import loadavg
 from bioinstruct.bench.plots import errorbars, pyplot, save_figure
 from bioinstruct.bench.processes import running_engine, running_gateway, running_hf_server
 from bioinstruct.bench.prompts import completion_bodies, load_prompts
-from bioinstruct.bench.report import Comparison, document, fmt_summary, log, progress, target
+from bioinstruct.bench.report import Comparison, document, fmt_summary, table, target
 from bioinstruct.bench.stats import ratio, summaries, summary
 from bioinstruct.eval.latency import percentile
 
@@ -188,34 +189,30 @@ def markdown(rep: dict[str, Any]) -> str:
         f"{cfg['repeats']} repeats, servers interleaved; figures are median (min–max) over repeats; "
         f"{rep['failed']} failed requests in all; {cfg['seconds']:.0f} s",
     ]
-    lines = [
-        "| concurrency | server | req/s | output tok/s | p50 ms | p90 ms | p99 ms "
-        "| tok/s vs transformers+peft |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for lv in cfg["levels"]:
         for t in targets:
             row = rep["table"][f"{t}@{lv}"]
-            vs = rep["ratios"].get(f"{'gateway' if t == 'gateway' else t}/hf@{lv}")
-            vs_s = "1.00" if t == "hf" else (fmt_summary(vs, 1) + "x" if vs else "n/a")
-            lines.append(f"| {lv} | {LABELS[t]} | {fmt_summary(row['req_per_s'], 2)} | "
-                         f"{fmt_summary(row['out_tok_per_s'], 1)} | {fmt_summary(row['p50_ms'], 0)} | "
-                         f"{fmt_summary(row['p90_ms'], 0)} | {fmt_summary(row['p99_ms'], 0)} | {vs_s} |")
-    lines += ["", "| concurrency | gateway / engine throughput | gateway − engine p50 (ms) |",
-              "|---|---|---|"]
-    for lv in cfg["levels"]:
-        lines.append(f"| {lv} | {fmt_summary(rep['ratios'][f'gateway/engine@{lv}'], 3)} | "
-                     f"{fmt_summary(rep['ratios'][f'p50 gateway-engine ms@{lv}'], 1)} |")
+            vs = rep["ratios"].get(f"{t}/hf@{lv}")
+            rows.append([lv, LABELS[t], fmt_summary(row["req_per_s"], 2),
+                         fmt_summary(row["out_tok_per_s"], 1),
+                         *(fmt_summary(row[k], 0) for k in ("p50_ms", "p90_ms", "p99_ms")),
+                         "1.00" if t == "hf" else (fmt_summary(vs, 1) + "x" if vs else "n/a")])
+    lines = table(["concurrency", "server", "req/s", "output tok/s", "p50 ms", "p90 ms", "p99 ms",
+                   "tok/s vs transformers+peft"], rows)
+    rows = [[lv, fmt_summary(rep["ratios"][f"gateway/engine@{lv}"], 3),
+             fmt_summary(rep["ratios"][f"p50 gateway-engine ms@{lv}"], 1)] for lv in cfg["levels"]]
+    lines += ["", *table(["concurrency", "gateway / engine throughput", "gateway − engine p50 (ms)"], rows)]
     o, ov = rep["overhead"], rep["overhead_summary"]
+    header = ["gateway p50 (ms)", "engine p50 (ms)", "p50 difference (ms)", "median paired difference (ms)",
+              "in-gateway p50 (ms)", "in-gateway p90 (ms)"]
+    row = [fmt_summary(summary(x["gateway_p50_ms"] for x in o), 1),
+           fmt_summary(summary(x["engine_p50_ms"] for x in o), 1),
+           *(fmt_summary(ov[k], 2)
+             for k in ("overhead_p50_ms", "paired_median_ms", "in_gateway_p50_ms", "in_gateway_p90_ms"))]
     lines += ["", f"Gateway overhead: {cfg['overhead_pairs']} alternating 1-token request pairs per repeat "
               "at concurrency 1 (same prompt and adapter within a pair), median (min–max) over repeats:", "",
-              "| gateway p50 (ms) | engine p50 (ms) | p50 difference (ms) | median paired difference (ms) | "
-              "in-gateway p50 (ms) | in-gateway p90 (ms) |", "|---|---|---|---|---|---|",
-              f"| {fmt_summary(summary(x['gateway_p50_ms'] for x in o), 1)} | "
-              f"{fmt_summary(summary(x['engine_p50_ms'] for x in o), 1)} | "
-              f"{fmt_summary(ov['overhead_p50_ms'], 2)} | "
-              f"{fmt_summary(ov['paired_median_ms'], 2)} | {fmt_summary(ov['in_gateway_p50_ms'], 2)} | "
-              f"{fmt_summary(ov['in_gateway_p90_ms'], 2)} |", "",
+              *table(header, [row]), "",
               "In-gateway = the client's latency minus the gateway's X-BioInstruct-Latency-Ms (the time it "
               "waited on its engine call): the gateway's own work plus the extra loopback hop."]
     return document("Multi-adapter serving: gateway vs vLLM direct vs transformers+peft", rep, details, lines)

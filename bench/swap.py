@@ -28,11 +28,12 @@ from typing import Any
 import httpx
 import typer
 from bioinstruct.bench import traffic
+from bioinstruct.bench.console import log
 from bioinstruct.bench.loras import make_lora, next_version, publish, publish_adapters
 from bioinstruct.bench.plots import pyplot, save_figure
 from bioinstruct.bench.processes import ADMIN_TOKEN, running_engine, running_gateway
 from bioinstruct.bench.prompts import completion_bodies, load_prompts
-from bioinstruct.bench.report import Comparison, document, fmt, fmt_summary, log, target
+from bioinstruct.bench.report import Comparison, document, fmt, fmt_summary, table, target
 from bioinstruct.bench.stats import ratio, summaries
 from bioinstruct.eval.client import Record
 from bioinstruct.eval.latency import percentile
@@ -180,22 +181,19 @@ def markdown(rep: dict[str, Any]) -> str:
         f"{cfg['settle_s']} s between swaps; 'before' = load requests in the {cfg['before_s']} s before "
         "publish, 'during' = load requests running between publish and the first answer of the new version",
     ]
-    lines = [
-        "| way | publish call (s) | publish → first request routed to new version (s) "
-        "| publish → its answer (s) | p50 before → during (ms) | p99 before → during (ms) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for how, s in rep["by_how"].items():
-        lines.append(f"| {how} | {fmt_summary(s['call_s'], 3)} | {fmt_summary(s['to_first_routed_s'], 3)} | "
-                     f"{fmt_summary(s['to_first_answer_s'], 3)} | {fmt_summary(s['before_p50_ms'], 0)} → "
-                     f"{fmt_summary(s['during_p50_ms'], 0)} | {fmt_summary(s['before_p99_ms'], 0)} → "
-                     f"{fmt_summary(s['during_p99_ms'], 0)} |")
-    lines += ["", "Each swap:", "", "| # | way | version | call (s) | first routed (s) | first answer (s) | "
-              "p50 during / before | p99 during / before |", "|---|---|---|---|---|---|---|---|"]
-    for s in rep["swaps"]:
-        lines.append(f"| {s['swap']} | {s['how']} | {s['ref']} | {fmt(s['call_s'], 3)} | "
-                     f"{fmt(s['to_first_routed_s'], 3)} | {fmt(s['to_first_answer_s'], 3)} | "
-                     f"{fmt(s['p50_ratio'], 2)} | {fmt(s['p99_ratio'], 2)} |")
+    header = ["way", "publish call (s)", "publish → first request routed to new version (s)",
+              "publish → its answer (s)", "p50 before → during (ms)", "p99 before → during (ms)"]
+    timing = ("call_s", "to_first_routed_s", "to_first_answer_s")
+    rows = [[how, *(fmt_summary(s[k], 3) for k in timing),
+             *(f"{fmt_summary(s[f'before_{p}_ms'], 0)} → {fmt_summary(s[f'during_{p}_ms'], 0)}"
+               for p in ("p50", "p99"))] for how, s in rep["by_how"].items()]
+    lines = table(header, rows)
+    header = ["#", "way", "version", "call (s)", "first routed (s)", "first answer (s)",
+              "p50 during / before", "p99 during / before"]
+    rows = [[s["swap"], s["how"], s["ref"], fmt(s["call_s"], 3), fmt(s["to_first_routed_s"], 3),
+             fmt(s["to_first_answer_s"], 3), fmt(s["p50_ratio"], 2), fmt(s["p99_ratio"], 2)]
+            for s in rep["swaps"]]
+    lines += ["", "Each swap:", "", *table(header, rows)]
     return document("Hot-swap under load", rep, details, lines)
 
 

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from bioinstruct.bench.console import log
 from bioinstruct.bench.machine import loadavg
 from bioinstruct.bench.plots import errorbars, pyplot, save_figure
-from bioinstruct.bench.report import Comparison, document, fmt, fmt_summary, log, target
+from bioinstruct.bench.report import Comparison, document, fmt, fmt_summary, table, target
 from bioinstruct.bench.stats import paired_ratio, summaries
 
 from bioinstruct.settings import CoreSettings
@@ -104,18 +105,13 @@ def markdown(rep: dict[str, Any]) -> str:
         f"{cfg['records']} records sampled from {Path(cfg['data']).name}",
         f"{cfg['repeats']} repeats, modes interleaved; median (min–max); {cfg['seconds']:.0f} s",
     ]
-    lines = [
-        "| batching | real tokens/s | response tokens/s | padding | real tokens per run "
-        "| vs naive (paired) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for mode, row in rep["rows"].items():
-        vs = rep["ratios"].get(f"{mode}/naive")
-        lines.append(f"| {mode} | {fmt_summary(row['tokens_per_s'], 0)} | "
-                     f"{fmt_summary(row['target_tokens_per_s'], 0)} | "
-                     f"{fmt_summary(row['padding_fraction'], 1, 100)} % | {fmt_summary(row['tokens'], 0)} | "
-                     f"{fmt_summary(vs, 2) + 'x' if vs else '1.00'} |")
-    return document("Training throughput: real tokens/s by batching mode", rep, details, lines)
+    header = ["batching", "real tokens/s", "response tokens/s", "padding", "real tokens per run",
+              "vs naive (paired)"]
+    rows = [[mode, fmt_summary(row["tokens_per_s"], 0), fmt_summary(row["target_tokens_per_s"], 0),
+             fmt_summary(row["padding_fraction"], 1, 100) + " %", fmt_summary(row["tokens"], 0),
+             fmt_summary(vs, 2) + "x" if (vs := rep["ratios"].get(f"{mode}/naive")) else "1.00"]
+            for mode, row in rep["rows"].items()]
+    return document("Training throughput: real tokens/s by batching mode", rep, details, table(header, rows))
 
 
 def plot(out: Path, rep: dict[str, Any]) -> list[str]:
