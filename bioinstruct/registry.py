@@ -29,7 +29,6 @@ most widely supported conditional write (S3, GCS, Azure, local disk).
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -53,6 +52,7 @@ from bioinstruct.adapter_files import (
 )
 
 # Callers catch the registry's errors from here (bioinstruct/errors.py defines them for both).
+from bioinstruct.checksums import sha256_bytes, sha256_file  # noqa: F401 - re-exported
 from bioinstruct.errors import Conflict, NotFound, RegistryError, RegistryUnavailable  # noqa: F401
 
 log = logging.getLogger("bioinstruct.registry")
@@ -188,19 +188,6 @@ def check_name(name: str, what: str = "adapter name") -> str:
 
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """The one sha256-of-a-file helper (streamed: adapter weights can be large)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def open_registry(url: str | Path | None = None, core: Any = None) -> Registry:

@@ -10,7 +10,6 @@ Publishing is idempotent: a version with the same checksums is reused, not publi
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from bioinstruct.adapter_files import ADAPTER_FILES, AdapterLimits
+from bioinstruct.checksums import sha256_file
 from bioinstruct.registry import Conflict, Manifest, Registry
 
 SHIPPED_FILE = "shipped.json"
@@ -50,10 +50,6 @@ def default_root() -> Path:
     return core_settings().home / "adapters"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def load_shipped(root: Path) -> list[ShippedAdapter]:
     """Every adapters/<alias>/shipped.json, checked against its files (a damaged clone is refused)."""
     out = []
@@ -64,7 +60,7 @@ def load_shipped(root: Path) -> list[ShippedAdapter]:
             if name not in item.files:
                 raise ShippedError(f"{spec}: no checksum for {name}")
         for name, digest in item.files.items():
-            if _sha256(spec.parent / name) != digest:
+            if sha256_file(spec.parent / name) != digest:
                 raise ShippedError(f"{spec.parent / name}: checksum differs from {SHIPPED_FILE} (damaged checkout?)")
         out.append(item)
     return out
@@ -111,7 +107,7 @@ def publish_shipped(registry: Registry, base_fingerprint: str, limits: AdapterLi
 
 def write_shipped(folder: Path, **fields: Any) -> ShippedAdapter:
     """Write shipped.json for a peft folder (checksums computed here)."""
-    files = {name: _sha256(folder / name) for name in ADAPTER_FILES}
+    files = {name: sha256_file(folder / name) for name in ADAPTER_FILES}
     item = ShippedAdapter(files=files, **fields)
     (folder / SHIPPED_FILE).write_text(json.dumps(item.model_dump(mode="json"), indent=2) + "\n")
     return item

@@ -37,6 +37,7 @@ from bioinstruct.instruct.families import TaskFamily
 from bioinstruct.service.engine_client import EngineClient
 from bioinstruct.service.errors import APIError
 from bioinstruct.service.metrics import Metrics
+from bioinstruct.service.model_server_protocol import LoraState
 
 from bioinstruct.adapter_files import AdapterLimits
 from bioinstruct.model import BaseModelInfo
@@ -108,6 +109,7 @@ class AdapterManager:
         drain_timeout_s: float = 300.0,
         stale_after_s: float = 60.0,
         base_name: str = BASE,
+        engine_resolves: bool = False,
     ) -> None:
         self.registry = registry
         self.client = client
@@ -119,6 +121,9 @@ class AdapterManager:
         self.drain_timeout_s = drain_timeout_s
         self.stale_after_s = stale_after_s
         self.base_name = base_name
+        # The engine resolves `name@version` from this same registry (our vLLM plugin's LoRA
+        # resolver): the first request for a version loads it there, no load call needed.
+        self.engine_resolves = engine_resolves
         self.splits: dict[str, Split] = {}  # alias -> route now serving it
         self.desired: dict[str, Split] = {}  # alias -> route the registry asks for
         self.loaded: set[str] = set()  # refs resident in the engine
@@ -133,6 +138,7 @@ class AdapterManager:
         self.last_used: dict[str, float] = {}
         self.failed: dict[str, str] = {}  # ref -> why it was refused (validation: permanent)
         self.alias_errors: dict[str, str] = {}
+        self.loading: collections.Counter[str] = collections.Counter()  # ref -> requests waiting for its load
         self.events: collections.deque[SwapEvent] = collections.deque(maxlen=100)
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task] = set()
@@ -203,6 +209,15 @@ class AdapterManager:
     async def _load_on_demand(self, target: Target) -> None:
         """The first request for a version on this replica loads it (the lease already holds it,
         so making room never evicts it)."""
+        self.loading[target.model] += 1
+        try:
+            await self._load_locked(target)
+        finally:
+            self.loading[target.model] -= 1
+            if self.loading[target.model] <= 0:
+                del self.loading[target.model]
+
+    async def _load_locked(self, target: Target) -> None:
         async with self._lock:
             if target.model in self.loaded:
                 return
@@ -235,11 +250,20 @@ class AdapterManager:
         """Validate, load and warm one version. Caller holds the lock."""
         started = time.monotonic()
         folder = await self._verify(ref)
-        await self.client.load_lora(ref, folder)
+        warm = {"model": ref, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
+        if not self.engine_resolves:
+            await self.client.load_lora(ref, folder)
         try:
-            # Warm: the first request pays for moving weights into the engine's LoRA cache.
-            await self.client.post("/v1/completions", {"model": ref, "prompt": "Hello", "max_tokens": 1,
-                                                       "temperature": 0}, timeout=120)
+            # Warm: the first request pays for moving weights into the engine's LoRA cache (and,
+            # with the engine's resolver, for loading the version at all).
+            try:
+                await self.client.post("/v1/completions", warm, timeout=120)
+            except APIError as exc:
+                if not (self.engine_resolves and exc.status == 404):
+                    raise
+                log.warning("the engine's resolver did not load %s (%s); loading it directly", ref, exc.message)
+                await self.client.load_lora(ref, folder)
+                await self.client.post("/v1/completions", warm, timeout=120)
         except APIError:
             await self.client.unload_lora(ref)
             raise
@@ -424,6 +448,16 @@ class AdapterManager:
         self.synced = False
 
     # ---- status --------------------------------------------------------------------------
+    def lora_state(self) -> LoraState:
+        """Resident and loading versions with the aliases routed to each (the names requests use)."""
+        by_ref: dict[str, list[str]] = collections.defaultdict(list)
+        for alias, split in self.splits.items():
+            for ref, _ in split:
+                by_ref[ref].append(alias)
+        return LoraState(resident={ref: by_ref.get(ref, []) for ref in self.loaded},
+                         loading={ref: by_ref.get(ref, []) for ref in self.loading if ref not in self.loaded},
+                         max_lora=self.capacity)
+
     def warnings(self) -> list[str]:
         """What is wrong but still served: readiness reports it without failing."""
         out = [f"alias {a}: registry record {why}; serving its last good version "

@@ -25,7 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bioinstruct.adapter_files import DEFAULT_LORA_MODULES, DEFAULT_MAX_LORA_RANK, AdapterLimits
 from bioinstruct.settings import offline_env
-from bioinstruct.vllm_plugin import FAST_CPU_LORA_ENV
+from bioinstruct.vllm_plugin import FAST_CPU_LORA_ENV, registry_resolver
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -65,6 +65,10 @@ class EngineSettings(BaseSettings):
     # and costs the engine nothing when the gateway is idle.
     cpu_nice: int = Field(10, ge=0, le=19)
     extra_args: list[str] = Field(default_factory=list)
+    # The registry the engine's LoRA resolver loads requested versions from (our vLLM plugin);
+    # the gateway sets it to its own. None: no resolver (the gateway loads every version itself).
+    registry: str | None = None
+    registry_cache: Path | None = None
     startup_timeout_s: float = 600.0
     stop_grace_s: float = 20.0
     log_dir: Path | None = None
@@ -234,6 +238,11 @@ class EngineProcess:
         env.update(offline_env())
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         env[FAST_CPU_LORA_ENV] = "1" if self.settings.fast_cpu_lora else "0"
+        if self.settings.registry and self.settings.enable_lora:
+            env[registry_resolver.REGISTRY_ENV] = self.settings.registry
+            env[registry_resolver.LIMITS_ENV] = self.settings.adapter_limits(None).model_dump_json()
+            if self.settings.registry_cache:
+                env[registry_resolver.CACHE_ENV] = str(self.settings.registry_cache)
         if self.device == "cpu":
             cores = os.cpu_count() or 1
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.settings.kv_cache_gib:g}")

@@ -27,6 +27,7 @@ from bioinstruct.service.auth import Caller
 from bioinstruct.service.engine import EngineProcess, EngineSettings
 from bioinstruct.service.errors import APIError
 from bioinstruct.service.metrics import Metrics
+from bioinstruct.service.model_server_protocol import EngineSnapshot
 from bioinstruct.service.protocol import (
     EntityOut,
     ExtractRequest,
@@ -63,6 +64,11 @@ class Gateway:
         self.settings = settings
         self.core = core
         self.engine_settings = engine_settings or EngineSettings()
+        self.registry = open_registry(core=core)
+        if engine_process is None and settings.engine_url is None and self.engine_settings.registry is None:
+            # Our own engine: its LoRA resolver (our vLLM plugin) loads versions from our registry.
+            self.engine_settings = self.engine_settings.model_copy(update={
+                "registry": self.registry.url, "registry_cache": self.registry.cache_dir})
         model_dir = Path(engine_process.model_dir) if engine_process else core.base_model_dir
         self.base: BaseModelInfo = inspect_base_model(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -74,7 +80,6 @@ class Gateway:
             connect_timeout_s=settings.engine_connect_timeout_s,
         )
         self.client = self.supervisor.client
-        self.registry = open_registry(core=core)
         self.adapter_limits = self.engine_settings.adapter_limits(self.base.hidden_size)
         self.adapters = AdapterManager(
             self.registry, self.client, self.base,
@@ -86,9 +91,11 @@ class Gateway:
             drain_timeout_s=settings.drain_timeout_s,
             stale_after_s=settings.registry_stale_after_s,
             base_name=self.engine_settings.served_name,
+            engine_resolves=(settings.engine_url is None and self.engine_settings.registry == self.registry.url),
         )
         self.admission = Admission(settings.max_inflight, settings.max_queue, settings.queue_timeout_s,
                                    settings.retry_after_s, self.metrics)
+        self.metrics.protocol.gateway_queued = lambda: self.admission.queued
         self.supervisor.on_down.append(self._engine_down)
         self.supervisor.on_up.append(self._engine_up)
         self._tasks: list[asyncio.Task] = []
@@ -157,6 +164,19 @@ class Gateway:
                          "stale_s": round(self.adapters.registry_stale_s(), 1),
                          "error": self.adapters.registry_error},
         }
+
+    async def refresh_protocol_metrics(self) -> None:
+        """Before a scrape: the engine's scheduling gauges and our adapter residency."""
+        snapshot = EngineSnapshot()
+        if self.supervisor.ready:
+            try:
+                response = await self.client.get("/metrics", timeout=2.0)
+                if response.status_code == 200:
+                    snapshot = EngineSnapshot.parse(response.text)
+            except (APIError, ValueError) as exc:
+                log.debug("engine metrics not read: %s", exc)
+        self.metrics.protocol.snapshot = snapshot
+        self.metrics.protocol.lora_state = self.adapters.lora_state()
 
     # ---- shared helpers ------------------------------------------------------------------
     def require_engine(self) -> None:

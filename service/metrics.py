@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bioinstruct.service.model_server_protocol import ModelServerCollector
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
@@ -49,3 +50,6 @@ class Metrics:
         self.engine_up = Gauge("bioinstruct_engine_up", "1 when the engine is healthy", registry=r)
         self.engine_restarts = Counter("bioinstruct_engine_restarts_total", "Engine restarts by the gateway",
                                        registry=r)
+        # The model-server protocol's vllm:* families, for llm-d's picker (model_server_protocol.py).
+        self.protocol = ModelServerCollector()
+        r.register(self.protocol)

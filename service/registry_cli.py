@@ -151,6 +151,30 @@ def delete_cmd(target: str = typer.Argument(..., help="name@version"), registry:
     typer.echo(f"deleted {target}")
 
 
+@adapters_app.command("export")
+def export_cmd(
+    fmt: str = typer.Option("inference-model-rewrite", "--format",
+                            help="inference-model-rewrite (llm-d InferenceModelRewrite objects, YAML)"),
+    pool: str = typer.Option("bioinstruct", "--pool", help="The InferencePool the rewrites refer to"),
+    namespace: str = typer.Option(None, "--namespace"),
+    registry: str = REGISTRY,
+) -> None:
+    """The registry's aliases (with their canary weights) as objects for the routing layer:
+    `... | kubectl apply -f -` keeps llm-d's picker routing each alias to its versions."""
+    import yaml
+
+    from bioinstruct.inference_rewrite import RewriteError, rewrites_from_aliases
+
+    if fmt != "inference-model-rewrite":
+        raise _fail(ValueError(f"--format {fmt!r} is not known; use inference-model-rewrite"))
+    try:
+        aliases = {a: r.model_dump() for a, r in _registry(registry).aliases().items()}
+        objects = rewrites_from_aliases(aliases, pool, namespace)
+    except (RegistryError, RewriteError) as exc:
+        raise _fail(exc) from exc
+    typer.echo(yaml.safe_dump_all(objects, sort_keys=False), nl=False)
+
+
 @adapters_app.command("publish-shipped")
 def publish_shipped_cmd(registry: str = REGISTRY) -> None:
     """Publish the adapters shipped in adapters/ (what `bioinstruct serve` does on start)."""

@@ -49,7 +49,11 @@ def engine(base_model_dir: Path, tmp_path_factory):
     """The real vLLM engine on the embedded model, started once per session."""
     from bioinstruct.service.engine import EngineProcess, EngineSettings
 
-    settings = EngineSettings(log_dir=tmp_path_factory.mktemp("engine-logs"), max_model_len=4096)
+    # The engine's LoRA resolver (our vLLM plugin) reads the live gateway's registry, so the
+    # session exercises loading on request through vLLM's own extension point.
+    settings = EngineSettings(log_dir=tmp_path_factory.mktemp("engine-logs"), max_model_len=4096,
+                              registry=str(tmp_path_factory.mktemp("registry")),
+                              registry_cache=tmp_path_factory.mktemp("registry-cache"))
     proc = EngineProcess(base_model_dir, settings)
     proc.start()
     try:
@@ -159,7 +163,7 @@ def live_service(engine, tmp_path_factory, core):
     from bioinstruct.service.engine import free_port
     from bioinstruct.service.settings import ServiceSettings
 
-    registry = tmp_path_factory.mktemp("registry")
+    registry = Path(engine.settings.registry)  # the one the engine's resolver reads
     publish_root = tmp_path_factory.mktemp("publish")
     admin_token = "test-admin-token"
     settings = ServiceSettings(admin_token=admin_token, publish_root=publish_root, poll_interval_s=0.5,

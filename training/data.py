@@ -28,6 +28,8 @@ from bioinstruct.training.formats import (
     to_record,
 )
 
+from bioinstruct.checksums import sha256_file  # noqa: F401 - callers import it from here
+
 IGNORE_INDEX = -100
 EVAL_SPLIT_SALT = "bioinstruct-eval-split-v1"  # fixed: the held-out split does not move with the seed
 
@@ -79,14 +81,6 @@ class TrainingData:
             digest.update(f"{f.path}:{f.sha256}{suffix};".encode())
         digest.update(json.dumps(self.stats.get("excluded_ids_sha256")).encode())
         return digest.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_data_file(

@@ -9,13 +9,13 @@ never sees a half-written or unverified file; a download cut off midway resumes 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+from bioinstruct.checksums import sha256_file  # noqa: F401 - callers import it from here
 from bioinstruct.data.derive import DeriveError, derive
 from bioinstruct.data.download import (
     SourceMissing,
@@ -79,13 +79,6 @@ class Reporter:
     def note(self, text: str) -> None:
         self.log(f"  {text}")
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_mirrors(core: CoreSettings, settings: DataSettings) -> list[Mirror]:

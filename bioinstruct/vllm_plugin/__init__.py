@@ -9,6 +9,8 @@ the gateway sets from EngineSettings (service/engine.py) when it starts the engi
   engine (cpu_lora.py); the GPU engine keeps vLLM's Triton kernels.
 - Always on the CPU engine: seeded sampling that survives chunked prefill (cpu_seed.py);
   without it one request with `seed` can crash the engine.
+- On any engine the gateway points at a registry (`BIOINSTRUCT_LORA_RESOLVER_REGISTRY`): a
+  LoRA resolver that loads a requested `name@version` from it (registry_resolver.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ def _enabled(name: str, default: bool = True) -> bool:
 def register() -> None:
     from vllm.platforms import current_platform
 
+    from bioinstruct.vllm_plugin import registry_resolver
+
+    if registry_resolver.install():
+        log.info("bioinstruct: LoRA resolver on registry %s", os.environ[registry_resolver.REGISTRY_ENV])
     if not current_platform.is_cpu():
         return
     from bioinstruct.vllm_plugin import cpu_lora, cpu_seed

@@ -19,7 +19,7 @@ async def live(request: Request):
     return {"status": "alive"}
 
 
-@router.get("/health/ready", summary="Engine healthy and every alias loaded",
+@router.get("/health/ready", summary="Engine healthy, the registry read, and the preloaded aliases loaded",
             responses={503: {"description": "Not ready; 'problems' says why"}})
 async def ready(request: Request):
     gateway = getattr(request.app.state, "gateway", None)
@@ -32,5 +32,7 @@ async def ready(request: Request):
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     gateway = getattr(request.app.state, "gateway", None)
+    if gateway is not None:
+        await gateway.refresh_protocol_metrics()
     body = generate_latest(gateway.metrics.registry) if gateway else b""
     return Response(body, media_type=CONTENT_TYPE_LATEST)
