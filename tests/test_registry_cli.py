@@ -42,3 +42,30 @@ def test_split_alias_promote_rollback_and_export(tmp_path, make_lora, base_model
     assert _run("rollback", "ie", "--registry", url).output.strip() == \
         "alias ie -> team-ie@1=90,team-ie@2=10 (generation 4)"
     assert Registry(url).alias("ie").history == ["team-ie@1"]
+
+
+def test_deploy_docs_canary_commands_run_as_written(tmp_path, make_lora, base_model_dir):
+    """The canary block of docs/DEPLOY.md, line by line, against a registry holding the versions it names."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "DEPLOY.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", doc, re.S) if "adapters alias ie" in b)
+    lines = [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+    url = str(tmp_path / "registry")
+    reg = Registry(url)
+    fingerprint = inspect_base_model(base_model_dir).fingerprint
+    for seed in (83, 84):
+        reg.publish(make_lora(seed=seed, rank=4), name="bioinstruct-ie", category="IE", base_fingerprint=fingerprint)
+    reg.set_alias("ie", "bioinstruct-ie@1")
+    outputs = []
+    for line in lines:
+        words = shlex.split(line)
+        assert words[:2] == ["bioinstruct", "adapters"], line
+        result = _run(*words[2:], "--registry", url)
+        assert result.exit_code == 0, (line, result.output)
+        outputs.append(result.output.strip())
+    assert outputs == ["alias ie -> bioinstruct-ie@1=90,bioinstruct-ie@2=10 (generation 2)",
+                       "alias ie -> bioinstruct-ie@2 (generation 3)",
+                       "alias ie -> bioinstruct-ie@1=90,bioinstruct-ie@2=10 (generation 4)"]
