@@ -31,6 +31,15 @@ from prometheus_client.parser import text_string_to_metric_families
 ENGINE_FAMILIES = ("vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
                    "vllm:cache_config_info")
 REQUIRED_FAMILIES = (*ENGINE_FAMILIES, "vllm:lora_requests_info")
+# The label names each family carries (vLLM's engine labels its gauges by model and engine
+# index; cache_config_info carries the engine's whole cache config, so its labels vary).
+FAMILY_LABELS: dict[str, set[str] | None] = {
+    "vllm:num_requests_waiting": {"model_name", "engine"},
+    "vllm:num_requests_running": {"model_name", "engine"},
+    "vllm:kv_cache_usage_perc": {"model_name", "engine"},
+    "vllm:cache_config_info": None,
+    "vllm:lora_requests_info": {"max_lora", "running_lora_adapters", "waiting_lora_adapters"},
+}
 HELP = {
     "vllm:num_requests_waiting": "Requests waiting: the engine's queue plus the gateway's admission queue",
     "vllm:num_requests_running": "Requests running in the engine",

@@ -518,6 +518,11 @@ def exported_metrics() -> dict[str, set[str] | None]:
             sample_labels = {k for s in family.samples if s.name == name for k in s.labels}
             unknown = known is None and not sample_labels
             out[name] = None if unknown else (known or set()) | sample_labels | extra
+    # The model-server protocol's vllm:* families appear once the engine has been read (at scrape).
+    from bioinstruct.service.model_server_protocol import FAMILY_LABELS
+
+    for name, labels in FAMILY_LABELS.items():
+        out.setdefault(name, labels)
     return out
 
 

@@ -31,7 +31,7 @@ def test_a_wrong_method_gets_405_with_every_method_the_path_allows():
 
     app = create_app(ServiceSettings())
     client = TestClient(app)  # no lifespan: routing and error handling only
-    expected = {"/admin/adapters": "GET, POST", "/admin/aliases/qa": "DELETE, PUT", "/qa": "POST",
+    expected = {"/admin/adapters": "GET, POST", "/admin/aliases/qa": "DELETE, GET, PUT", "/qa": "POST",
                 "/v1/completions": "POST", "/metrics": "GET"}
     for path, allow in expected.items():
         for method in ("OPTIONS", "PATCH"):
