@@ -61,9 +61,9 @@ def merge_lora(adapter: Path) -> Path:
 
 
 def next_version(registry: Path, name: str) -> int:
-    from bioinstruct.registry import Registry
+    from bioinstruct.registry import open_registry
 
-    return len(Registry(registry).versions(name)) + 1
+    return len(open_registry(registry).versions(name)) + 1
 
 
 def publish(registry: Path, folder: Path, name: str, alias: str) -> str:
@@ -71,10 +71,10 @@ def publish(registry: Path, folder: Path, name: str, alias: str) -> str:
     (the registry's own checks, as a training run would); returns the engine name name@version."""
     from bioinstruct.adapter_files import AdapterLimits
     from bioinstruct.model import inspect_base_model
-    from bioinstruct.registry import Registry
+    from bioinstruct.registry import open_registry
 
     base = inspect_base_model(CoreSettings().base_model_dir)
-    manifest = Registry(registry).publish(
+    manifest = open_registry(registry).publish(
         folder, name=name, category="GEN", base_fingerprint=base.fingerprint,
         limits=AdapterLimits(base_hidden_size=base.hidden_size), alias=alias)
     return manifest.ref
