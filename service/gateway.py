@@ -1,26 +1,23 @@
-"""The gateway's state and task logic, shared by the HTTP routes and /compare.
+"""The gateway's core: wiring, lifecycle, and the one way into the engine.
 
 One Gateway per app: the engine supervisor, the adapter manager, admission control,
-metrics, and the base model's tokenizer (prompts are rendered here with the shared
-`instruct` format and sent to the engine as token ids, exactly as training saw them).
+metrics, and the base model's tokenizer (prompts are rendered with the shared `instruct`
+format and sent to the engine as token ids, exactly as training saw them). Every inference
+route enters the engine through `serving()`; what each route does around it lives in its
+serving class (service/serving/), built here at start-up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from bioinstruct.instruct.classify import classify_family
 from bioinstruct.instruct.families import TaskFamily
-from bioinstruct.instruct.format import render_example, render_prompt
-from bioinstruct.instruct.parsing import match_option, parse_entities, parse_relations
-from bioinstruct.instruct.prompts import entity_task, qa_task, relation_task
 from bioinstruct.service.adapters import AdapterManager, Target
 from bioinstruct.service.admission import Admission
 from bioinstruct.service.auth import Caller
@@ -28,18 +25,8 @@ from bioinstruct.service.engine import EngineProcess, EngineSettings
 from bioinstruct.service.errors import APIError
 from bioinstruct.service.metrics import Metrics
 from bioinstruct.service.model_server_protocol import EngineSnapshot
-from bioinstruct.service.protocol import (
-    EntityOut,
-    ExtractRequest,
-    ExtractResponse,
-    GenerateRequest,
-    GenerateResponse,
-    QARequest,
-    QAResponse,
-    RelationOut,
-    Usage,
-)
-from bioinstruct.service.scoring import score_options
+from bioinstruct.service.protocol import Usage
+from bioinstruct.service.serving import Servings
 from bioinstruct.service.settings import ServiceSettings
 from bioinstruct.service.supervisor import EngineSupervisor
 
@@ -107,6 +94,8 @@ class Gateway:
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
+        # Built once, before the app takes requests; routes reach them through service/deps.py.
+        self.servings = Servings.build(self)
         self._tasks.append(asyncio.create_task(self._boot(), name="gateway-boot"))
 
     async def _boot(self) -> None:
@@ -226,12 +215,6 @@ class Gateway:
         body = {"model": target.model, "prompt": prompt_ids, "temperature": 0.0, **params}
         return await self.client.post("/v1/completions", body)
 
-    async def _top_logprobs(self, target: Target, ids: list[int]) -> dict[int, float]:
-        out = await self.complete(target, ids, max_tokens=1, logprobs=self.settings.qa_top_logprobs,
-                                  return_tokens_as_token_ids=True)
-        top = (out["choices"][0].get("logprobs") or {}).get("top_logprobs") or [{}]
-        return {int(k.split(":", 1)[1]): float(v) for k, v in (top[0] or {}).items() if k.startswith("token_id:")}
-
     def observe(self, route: str, target: Target, usage: Usage) -> None:
         self.metrics.tokens.labels(route=route, adapter=target.label, direction="in").inc(usage.prompt_tokens)
         self.metrics.tokens.labels(route=route, adapter=target.label, direction="out").inc(usage.completion_tokens)
@@ -245,185 +228,3 @@ class Gateway:
             "usage": usage,
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),
         }
-
-    # ---- /qa -----------------------------------------------------------------------------
-    async def qa(self, req: QARequest, caller: Caller, state: Any = None) -> QAResponse:
-        started = time.perf_counter()
-        instruction, input_text = qa_task(req.question, req.context, req.options)
-        prompt = render_prompt(self.tokenizer, TaskFamily.QA, instruction, input_text)
-        prompt_ids = self.encode(prompt)
-        max_tokens = self.budget(prompt_ids, req.max_tokens, 256 if not req.options else 64)
-        async with self.serving(req.adapter, TaskFamily.QA, self.settings.qa_adapter, caller, state) as target:
-            usage = Usage()
-            if not req.options:
-                out = await self.complete(target, prompt_ids, max_tokens=max_tokens, temperature=req.temperature)
-                text = out["choices"][0]["text"]
-                usage.add(out.get("usage"))
-                result = dict(answer=text.strip(), answer_index=None, method="free", raw_text=text)
-            else:
-                method = req.method or self.settings.qa_method
-                result = await self._choose(target, method, prompt_ids, instruction, input_text,
-                                            req.options, usage, max_tokens)
-        self.observe("qa", target, usage)
-        return QAResponse(**result, **self.served(target, usage, started))
-
-    async def _choose(self, target, method, prompt_ids, instruction, input_text, options, usage, max_tokens):
-        if method == "constrained":
-            out = await self.complete(target, prompt_ids, max_tokens=max_tokens,
-                                      structured_outputs={"choice": list(options)})
-            text = out["choices"][0]["text"]
-            usage.add(out.get("usage"))
-            match = match_option(text, options)
-            if match.index is not None:
-                return dict(answer=options[match.index], answer_index=match.index, method="constrained",
-                            raw_text=text)
-            method = "logprob"  # the grammar should make this unreachable; never answer off-list
-        if method == "generate":
-            out = await self.complete(target, prompt_ids, max_tokens=max_tokens)
-            text = out["choices"][0]["text"]
-            usage.add(out.get("usage"))
-            match = match_option(text, options)
-            if match.index is not None:
-                return dict(answer=options[match.index], answer_index=match.index,
-                            method=f"generate:{match.how}", raw_text=text)
-            scored = await self._score(target, prompt_ids, instruction, input_text, options, usage)
-            scored["method"] = "generate:none->logprob"
-            scored["raw_text"] = text
-            return scored
-        return await self._score(target, prompt_ids, instruction, input_text, options, usage)
-
-    async def _score(self, target, prompt_ids, instruction, input_text, options, usage):
-        option_ids = []
-        for option in options:
-            # The completion as training writes it (option + end-of-turn), so scoring
-            # matches what an adapter learned to produce.
-            _, completion = render_example(self.tokenizer, TaskFamily.QA, instruction, input_text, option)
-            option_ids.append(self.encode(completion))
-        calls = 0
-
-        async def top(ids: list[int]) -> dict[int, float]:
-            nonlocal calls
-            calls += 1
-            return await self._top_logprobs(target, ids)
-
-        scores = await score_options(prompt_ids, option_ids, top)
-        usage.add({"prompt_tokens": len(prompt_ids) * calls, "completion_tokens": calls})
-        best = max(range(len(options)), key=lambda i: (scores[i], -i))
-        return dict(answer=options[best], answer_index=best, method="logprob",
-                    scores={o: round(s, 4) for o, s in zip(options, scores, strict=True)},
-                    raw_text=options[best])
-
-    # ---- /extract ------------------------------------------------------------------------
-    async def extract(self, req: ExtractRequest, caller: Caller, state: Any = None) -> ExtractResponse:
-        started = time.perf_counter()
-        ent_prompt = self.encode(render_prompt(self.tokenizer, TaskFamily.IE, *entity_task(req.text, req.entity_types)))
-        ent_budget = self.budget(ent_prompt, req.max_tokens, 384)
-        rel_prompt: list[int] | None = None
-        if req.relations:
-            rel_prompt = self.encode(render_prompt(self.tokenizer, TaskFamily.IE,
-                                                   *relation_task(req.text, req.relation_types)))
-            rel_budget = self.budget(rel_prompt, req.max_tokens, 256)
-        async with self.serving(req.adapter, TaskFamily.IE, self.settings.extract_adapter, caller, state) as target:
-            calls = [self.complete(target, ent_prompt, max_tokens=ent_budget)]
-            if rel_prompt is not None:
-                calls.append(self.complete(target, rel_prompt, max_tokens=rel_budget))
-            outs = await asyncio.gather(*calls)
-        usage = Usage()
-        for out in outs:
-            usage.add(out.get("usage"))
-        raw = outs[0]["choices"][0]["text"]
-        entities, dropped = parse_entities(raw, req.text, req.entity_types)
-        relations = None
-        if rel_prompt is not None:
-            raw_rel = outs[1]["choices"][0]["text"]
-            rels, rel_dropped = parse_relations(raw_rel, req.text, req.relation_types)
-            dropped += rel_dropped
-            types = {(e.start, e.end): e.type for e in entities}
-            relations = [
-                RelationOut(
-                    head=EntityOut(text=r.head, type=types.get((r.head_start, r.head_end), "Entity"),
-                                   start=r.head_start, end=r.head_end),
-                    type=r.type,
-                    tail=EntityOut(text=r.tail, type=types.get((r.tail_start, r.tail_end), "Entity"),
-                                   start=r.tail_start, end=r.tail_end),
-                )
-                for r in rels
-            ]
-            raw = raw + "\n---\n" + raw_rel
-        self.observe("extract", target, usage)
-        return ExtractResponse(
-            entities=[EntityOut(text=e.text, type=e.type, start=e.start, end=e.end) for e in entities],
-            relations=relations, dropped=dropped, raw_text=raw, **self.served(target, usage, started),
-        )
-
-    # ---- /generate -----------------------------------------------------------------------
-    def _generate_prep(self, req: GenerateRequest, caller: Caller):
-        family = classify_family(req.instruction, req.input)
-        prompt_ids = self.encode(render_prompt(self.tokenizer, family, req.instruction, req.input))
-        max_tokens = self.budget(prompt_ids, req.max_tokens, 256)
-        params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": req.temperature, "top_p": req.top_p}
-        if req.stop:
-            params["stop"] = req.stop
-        return family, prompt_ids, params
-
-    async def generate(self, req: GenerateRequest, caller: Caller, state: Any = None) -> GenerateResponse:
-        started = time.perf_counter()
-        family, prompt_ids, params = self._generate_prep(req, caller)
-        async with self.serving(req.adapter, family, self.settings.generate_adapter, caller, state) as target:
-            out = await self.complete(target, prompt_ids, **params)
-        usage = Usage().add(out.get("usage"))
-        choice = out["choices"][0]
-        self.observe("generate", target, usage)
-        return GenerateResponse(text=choice["text"], finish_reason=choice.get("finish_reason"),
-                                family=family.value, **self.served(target, usage, started))
-
-    async def generate_stream(self, req: GenerateRequest, caller: Caller, state: Any = None) -> AsyncIterator[bytes]:
-        """Open the stream (errors surface as a real status), then yield SSE events."""
-        started = time.perf_counter()
-        family, prompt_ids, params = self._generate_prep(req, caller)
-        stack = AsyncExitStack()
-        try:
-            target = await stack.enter_async_context(
-                self.serving(req.adapter, family, self.settings.generate_adapter, caller, state))
-            body = {"model": target.model, "prompt": prompt_ids, "stream": True,
-                    "stream_options": {"include_usage": True}, **params}
-            events = self.client.stream_events("/v1/completions", body)
-            first = await anext(events, None)
-        except BaseException:
-            await stack.aclose()
-            raise
-
-        async def sse() -> AsyncIterator[bytes]:
-            usage, finish, first_token_at = Usage(), None, None
-            try:
-                event = first
-                while event is not None:
-                    for choice in event.get("choices") or []:
-                        if choice.get("text"):
-                            if first_token_at is None:
-                                first_token_at = time.perf_counter()
-                                self.metrics.ttft.labels(route="generate", adapter=target.label).observe(
-                                    first_token_at - started)
-                            yield _sse({"text": choice["text"]})
-                        finish = choice.get("finish_reason") or finish
-                    if event.get("usage"):
-                        usage = Usage().add(event["usage"])
-                    event = await anext(events, None)
-                self.observe("generate", target, usage)
-                done = {"done": True, "finish_reason": finish, "family": family.value,
-                        **self.served(target, usage, started)}
-                done["usage"] = usage.model_dump()
-                yield _sse(done)
-                yield b"data: [DONE]\n\n"
-            except APIError as exc:
-                yield _sse({"error": {"message": exc.message, "type": "engine_error", "code": exc.code}})
-            finally:
-                await events.aclose()
-                await stack.aclose()
-
-        return sse()
-
-
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload).encode() + b"\n\n"
-

@@ -1,4 +1,5 @@
-"""Inference routes for the biomedical tasks: /qa, /extract, /generate, /compare."""
+"""Inference routes for the biomedical tasks: /qa, /extract, /generate, /compare. Each handler
+hands its validated body to its family's serving class (service/serving/)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ import asyncio
 import time
 
 from bioinstruct.service.auth import Caller
-from bioinstruct.service.deps import get_caller, get_gateway, until_disconnect
+from bioinstruct.service.deps import (
+    get_caller,
+    get_extract_serving,
+    get_gateway,
+    get_generate_serving,
+    get_qa_serving,
+    until_disconnect,
+)
 from bioinstruct.service.errors import APIError, ErrorDetail, error_body, responses
 from bioinstruct.service.gateway import Gateway
 from bioinstruct.service.protocol import (
@@ -20,6 +28,8 @@ from bioinstruct.service.protocol import (
     QARequest,
     QAResponse,
 )
+from bioinstruct.service.serving import ExtractServing, GenerateServing, QAServing
+from bioinstruct.service.serving.streaming import HEADERS
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
@@ -29,16 +39,16 @@ TASK_ERRORS = responses(400, 401, 403, 404, 413, 429, 499, 503, 504)
 
 @router.post("/qa", response_model=QAResponse, responses=TASK_ERRORS,
              summary="Answer a biomedical question; with options, always one of them")
-async def qa(body: QARequest, request: Request, gw: Gateway = Depends(get_gateway),
+async def qa(body: QARequest, request: Request, serving: QAServing = Depends(get_qa_serving),
              caller: Caller = Depends(get_caller)) -> QAResponse:
-    return await until_disconnect(request, gw.qa(body, caller, request.state))
+    return await until_disconnect(request, serving.serve(body, caller, request.state))
 
 
 @router.post("/extract", response_model=ExtractResponse, responses=TASK_ERRORS,
              summary="Extract entities (and relations) with character offsets that match the text")
-async def extract(body: ExtractRequest, request: Request, gw: Gateway = Depends(get_gateway),
+async def extract(body: ExtractRequest, request: Request, serving: ExtractServing = Depends(get_extract_serving),
                   caller: Caller = Depends(get_caller)) -> ExtractResponse:
-    return await until_disconnect(request, gw.extract(body, caller, request.state))
+    return await until_disconnect(request, serving.serve(body, caller, request.state))
 
 
 @router.post(
@@ -47,13 +57,12 @@ async def extract(body: ExtractRequest, request: Request, gw: Gateway = Depends(
                                      "content": {"text/event-stream": {}}}},
     summary="Follow an instruction; stream=true answers with Server-Sent Events",
 )
-async def generate(body: GenerateRequest, request: Request, gw: Gateway = Depends(get_gateway),
+async def generate(body: GenerateRequest, request: Request, serving: GenerateServing = Depends(get_generate_serving),
                    caller: Caller = Depends(get_caller)):
     if body.stream:
-        events = await gw.generate_stream(body, caller, request.state)
-        return StreamingResponse(events, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return await until_disconnect(request, gw.generate(body, caller, request.state))
+        events = await serving.stream(body, caller, request.state)
+        return StreamingResponse(events, media_type="text/event-stream", headers=HEADERS)
+    return await until_disconnect(request, serving.serve(body, caller, request.state))
 
 
 def document_token_limit(openapi: dict, max_tokens_limit: int) -> None:
@@ -72,11 +81,13 @@ def document_token_limit(openapi: dict, max_tokens_limit: int) -> None:
 async def compare(body: CompareRequest, request: Request, gw: Gateway = Depends(get_gateway),
                   caller: Caller = Depends(get_caller)) -> CompareResponse:
     started = time.perf_counter()
-    serve = getattr(gw, body.route)  # Gateway.qa, .extract, .generate
+    # Looked up here, after the body is validated, not in a dependency (those run first): a
+    # wrong body is refused without touching the gateway.
+    serving = gw.servings.tasks[body.route]
 
     async def one(item) -> CompareResult:
         try:
-            result = await serve(item, caller)
+            result = await serving.serve(item, caller)
             return CompareResult(adapter=item.adapter, status=200, response=result.model_dump())
         except APIError as exc:
             err = error_body(exc.status, exc.message, exc.param, exc.code)["error"]
