@@ -1,9 +1,11 @@
 """The README's "Try it" requests against a running gateway, printed as sent and answered.
 
-    python scripts/try_it.py [--base-url http://127.0.0.1:8000]
+    python scripts/try_it.py [--base-url http://127.0.0.1:8000] [--markdown]
 
 Five clinical sentences written for this check (not from any dataset) go to /extract; a few
-questions to /qa; two consumer questions to /generate. The output is what the README quotes.
+questions to /qa (each also to the base model); two consumer questions to /generate. With
+--markdown it prints the README's "Try it" table as it is there (tests/test_docs_examples.py
+runs it against a live gateway with the shipped adapters and compares).
 """
 
 from __future__ import annotations
@@ -38,21 +40,71 @@ CONSUMER = [
 ]
 
 
-def main(base_url: str = typer.Option("http://127.0.0.1:8000")) -> None:
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _entities(entities: list[dict]) -> str:
+    """'Disease: a, b; Chemical: c': types in order of first mention."""
+    by_type: dict[str, list[str]] = {}
+    for e in entities:
+        by_type.setdefault(e["type"], []).append(e["text"])
+    return "; ".join(f"{t}: {', '.join(texts)}" for t, texts in by_type.items()) or "(none)"
+
+
+def run(base_url: str) -> list[dict]:
+    """Every request, as the rows the README shows: route, what was sent, what came back."""
+    rows = []
     with httpx.Client(base_url=base_url, timeout=300) as client:
         for text in SENTENCES:
-            r = client.post("/extract", json={"text": text}).json()
-            print(json.dumps({"text": text, "adapter": r.get("adapter"),
-                              "entities": [(e["type"], e["text"]) for e in r.get("entities", [])]}))
+            r = client.post("/extract", json={"text": text})
+            r.raise_for_status()
+            r = r.json()
+            rows.append({"route": "/extract", "text": text, "adapter": r["adapter"],
+                         "entities": [(e["type"], e["text"]) for e in r["entities"]],
+                         "answer": f"{_entities(r['entities'])} (`{r['adapter']}`)"})
         for body in QUESTIONS:
-            r = client.post("/qa", json=body).json()
-            b = client.post("/qa", json={**body, "adapter": "base"}).json()
-            print(json.dumps({"question": body["question"], "context": body.get("context"), "adapter": r.get("adapter"),
-                              "answer": r.get("answer"), "base_answer": b.get("answer")}))
+            r = client.post("/qa", json=body)
+            b = client.post("/qa", json={**body, "adapter": "base"})
+            r.raise_for_status()
+            b.raise_for_status()
+            r, b = r.json(), b.json()
+            if body.get("context"):
+                sent = f"{body['context']} — {body['question']} (the {len(body['options'])} ChemProt labels)"
+                route = "/qa (relation)"
+            else:
+                sent = f"{body['question']} ({', '.join(body['options'])})"
+                route = "/qa"
+            rows.append({"route": route, "question": body["question"], "context": body.get("context"),
+                         "adapter": r["adapter"], "answer_text": r["answer"], "base_answer": b["answer"],
+                         "sent": sent, "answer": f"{r['answer']} (`{r['adapter']}`; base: {b['answer']})"})
         for q in CONSUMER:
-            r = client.post("/generate", json={"instruction": "Summarize the consumer health question into one short question.",
-                                               "input": q, "max_tokens": 48}).json()
-            print(json.dumps({"input": q, "adapter": r.get("adapter"), "text": r.get("text")}))
+            r = client.post("/generate", json={"instruction": "Summarize the consumer health question into one short "
+                                               "question.", "input": q, "max_tokens": 48})
+            r.raise_for_status()
+            r = r.json()
+            rows.append({"route": "/generate (summarize)", "input": q, "adapter": r["adapter"], "text": r["text"],
+                         "answer": f"\"{r['text'].strip()}\" (`{r['adapter']}`)"})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| route | sent | answer (adapter) |", "|---|---|---|"]
+    for row in rows:
+        sent = row.get("sent") or row.get("text") or row.get("input")
+        lines.append(f"| `{row['route']}` | {_cell(sent)} | {_cell(row['answer'])} |")
+    return "\n".join(lines)
+
+
+def main(base_url: str = typer.Option("http://127.0.0.1:8000"),
+         as_markdown: bool = typer.Option(False, "--markdown", help="Print the README's table instead of JSON "
+                                          "lines")) -> None:
+    rows = run(base_url)
+    if as_markdown:
+        print(markdown(rows))
+        return
+    for row in rows:
+        print(json.dumps({k: v for k, v in row.items() if k not in ("answer", "sent")}, ensure_ascii=False))
 
 
 if __name__ == "__main__":
