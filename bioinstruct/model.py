@@ -263,6 +263,7 @@ def _record_pin(settings: CoreSettings, repo_id: str, revision: str | None, comm
 def _hub_error(repo_id: str, revision: str | None, exc: Exception) -> BaseModelError:
     from huggingface_hub.errors import (
         GatedRepoError,
+        OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -279,6 +280,10 @@ def _hub_error(repo_id: str, revision: str | None, exc: Exception) -> BaseModelE
         return BaseModelError(f"{repo_id!r} is not a local folder, and the Hugging Face Hub has no model "
                               "of that id (a private one needs HF_TOKEN). Give an existing folder or a Hub "
                               "id such as HuggingFaceTB/SmolLM2-135M-Instruct")
+    if isinstance(exc, OfflineModeIsEnabled):
+        return BaseModelError(f"{repo_id}{at} has not been fetched into the model cache yet, and "
+                              "HF_HUB_OFFLINE is set: run once with the machine online (HF_HUB_OFFLINE "
+                              "unset), or give a local folder")
     detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
     return BaseModelError(
         f"could not fetch {repo_id}{at} from the Hugging Face Hub ({type(exc).__name__}: {detail}). "

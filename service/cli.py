@@ -183,7 +183,7 @@ def setting_options(classes: Iterable[tuple[type[BaseSettings], str]]) -> list[S
                 decode_json = False  # its own validator reads comma-separated text
             param = "s_" + env.removeprefix("BIOINSTRUCT_").lower()
             options.append(SettingOption(cls, name, env, flag, param, kind, decode_json, panel))
-    for attr in ("flag", "env", "param"):
+    for attr in ("env", "flag", "param"):
         seen = [getattr(o, attr) for o in options]
         dupes = {v for v in seen if seen.count(v) > 1}
         if dupes:
