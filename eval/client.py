@@ -5,14 +5,15 @@ that an interrupted run resumes where it stopped.
 Resume rule: an id whose last record is a success, or a 4xx other than 429 (the same body
 would fail the same way), is not sent again; anything else (connection errors, 5xx,
 429/503 after the retries ran out) is sent again. The last record of an id wins.
+
+The wire-level pieces (Retry-After, backoff, error bodies, server-sent events) are the public
+client's (`bioinstruct.client`), so the harness reads the gateway exactly as users' code does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -24,9 +25,17 @@ import httpx
 import numpy as np
 from pydantic import BaseModel
 
-RETRY_STATUSES = frozenset({429, 503})
-# The gateway's time waiting on its engine for /v1 routes (task routes put it in the body: latency_ms).
-SERVER_LATENCY_HEADER = "X-BioInstruct-Latency-Ms"
+from bioinstruct.client import (  # noqa: F401 - retry_after_seconds is part of this module's API
+    RETRY_STATUSES,
+    SERVER_LATENCY_HEADER,
+    aiter_sse_events,
+    backoff_seconds,
+    error_message,
+    event_text,
+    json_or_none,
+    retry_after_seconds,
+    stream_error,
+)
 
 
 @dataclass
@@ -77,24 +86,6 @@ class Record(BaseModel):
         return self.ok or (400 <= self.status < 500 and self.status not in RETRY_STATUSES)
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
-
-
 def read_records(path: Path) -> dict[str, Record]:
     """Last record of each id in a records file (a torn last line is skipped)."""
     out: dict[str, Record] = {}
@@ -111,13 +102,6 @@ def read_records(path: Path) -> dict[str, Record]:
                 continue
             out[rec.id] = rec
     return out
-
-
-def _error_message(resp_body: Any, text: str) -> str:
-    if isinstance(resp_body, dict) and isinstance(resp_body.get("error"), dict):
-        err = resp_body["error"]
-        return f"{err.get('type') or 'error'}: {err.get('message')}"
-    return text[:500]
 
 
 class EvalClient:
@@ -164,10 +148,8 @@ class EvalClient:
                                  timeout=httpx.Timeout(self.timeout_s, connect=30.0), transport=self.transport)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_retry_wait_s)
-        wait = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-        return wait * (0.5 + self._rng.random() / 2)  # jitter: half to full
+        return backoff_seconds(attempt, retry_after, base_s=self.backoff_base_s, max_s=self.backoff_max_s,
+                               max_wait_s=self.max_retry_wait_s, rng=self._rng)
 
     # --- one request ---------------------------------------------------------------------
 
@@ -183,7 +165,7 @@ class EvalClient:
                     if resp.status_code != 200 or "text/event-stream" not in resp.headers.get("content-type", ""):
                         raw = await resp.aread()
                         out["text"] = raw.decode("utf-8", "replace")
-                        out["body"] = _json_or_none(out["text"])
+                        out["body"] = json_or_none(out["text"])
                     else:
                         out.update(await self._read_sse(resp, sent))
             else:
@@ -193,7 +175,7 @@ class EvalClient:
                 out["retry_after"] = resp.headers.get("retry-after")
                 out["server_ms"] = resp.headers.get(SERVER_LATENCY_HEADER)
                 out["text"] = resp.text
-                out["body"] = _json_or_none(resp.text)
+                out["body"] = json_or_none(resp.text)
         except httpx.HTTPError as exc:
             out.update(status=0, body=None, text="", error=f"{type(exc).__name__}: {exc}")
         out.setdefault("latency_ms", (time.perf_counter() - sent) * 1000)
@@ -205,33 +187,21 @@ class EvalClient:
         times: list[float] = []
         done: dict[str, Any] | None = None
         error: str | None = None
-        async for line in resp.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                break
-            event = _json_or_none(payload)
-            if not isinstance(event, dict):
-                continue
-            if "error" in event:
-                err = event["error"] if isinstance(event["error"], dict) else {"message": str(event["error"])}
+        async for event in aiter_sse_events(resp):
+            err = stream_error(event)
+            if err is not None:
                 error = f"stream error: {err.get('message')}"
                 break
             if event.get("done"):
                 done = event
-            elif "text" in event:
-                # OpenAI-style streams put text in choices; the gateway's puts it at the top.
-                chunks.append(event["text"])
+                continue
+            # The gateway's events carry {"text"}; OpenAI-style ones put it in choices.
+            text = event_text(event)
+            if text:
+                chunks.append(text)
                 times.append(time.perf_counter())
-            elif event.get("choices"):
-                text = "".join(c.get("text") or (c.get("delta") or {}).get("content") or ""
-                               for c in event["choices"])
-                if text:
-                    chunks.append(text)
-                    times.append(time.perf_counter())
-                if event.get("usage"):
-                    done = {**(done or {}), "usage": event["usage"]}
+            if event.get("choices") and event.get("usage"):
+                done = {**(done or {}), "usage": event["usage"]}
         body: dict[str, Any] = {**(done or {}), "text": "".join(chunks)}
         body.pop("done", None)
         out: dict[str, Any] = {"body": body, "text": ""}
@@ -262,7 +232,7 @@ class EvalClient:
         error = res.get("error")
         ok = status == 200 and error is None and isinstance(body, dict)
         if status != 200 and error is None:
-            error = f"HTTP {status}: {_error_message(body, res.get('text', ''))}"
+            error = f"HTTP {status}: {error_message(body, res.get('text', ''))}"
         usage = (body or {}).get("usage") if isinstance(body, dict) else None
         return Record(
             id=item.id, path=item.path, adapter=item.body.get("adapter"), status=status, ok=ok, error=error,
@@ -367,13 +337,6 @@ def _server_latency(body: Any, header: str | None) -> float | None:
     try:
         return float(header) if header else None
     except ValueError:
-        return None
-
-
-def _json_or_none(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except (ValueError, TypeError):
         return None
 
 
