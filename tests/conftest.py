@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bioinstruct.settings import CoreSettings, apply_offline_env
+from tests.s3_server import s3  # noqa: F401 - fixture: a moto S3 server on loopback
 
 apply_offline_env()
 

@@ -11,6 +11,8 @@ import socket
 import uuid
 from dataclasses import dataclass
 
+import pytest
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -44,3 +46,11 @@ def start_s3():
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
     os.environ.update(env)
     return server, S3(endpoint, env)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server for the module's tests (each test takes its own bucket)."""
+    server, handle = start_s3()
+    yield handle
+    server.stop()

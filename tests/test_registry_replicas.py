@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from bioinstruct.registry import Conflict, Registry, sha256_file
-from tests.s3_server import start_s3
 
 FP = "f" * 32
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,13 +59,6 @@ MOVER = textwrap.dedent("""
             lost += 1
     print(json.dumps({"won": won, "lost": lost}), flush=True)
 """)
-
-
-@pytest.fixture(scope="module")
-def s3():
-    server, handle = start_s3()
-    yield handle
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -126,13 +126,6 @@ class Load:
 
 
 @pytest.fixture(scope="module")
-def s3():
-    server, handle = start_s3()
-    yield handle
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def replicas(s3, make_lora, base_model_dir, tmp_path_factory):
     from bioinstruct.model import inspect_base_model
 
