@@ -149,6 +149,9 @@ async def _reject(send, status: int, message: str, *, code: str, headers: dict[s
     await send({"type": "http.response.body", "body": body})
 
 
+UNTRACED_PATHS = frozenset({"/health/live", "/health/ready", "/metrics"})
+
+
 class RequestContextMiddleware:
     """Around everything, error pages included: the request's id (the caller's X-Request-Id when
     safe, else a new one) is current while the request runs (logs, engine calls) and returned on
@@ -176,7 +179,9 @@ class RequestContextMiddleware:
                 message = {**message, "headers": [*headers, header]}
             await send(message)
 
-        with request_context(request_id, self.tracing), server_span(self.tracing, scope) as span:
+        # Probes and scrapes every few seconds per pod would bury the traces that matter.
+        tracing = None if scope.get("path") in UNTRACED_PATHS else self.tracing
+        with request_context(request_id, tracing), server_span(tracing, scope) as span:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:

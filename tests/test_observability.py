@@ -397,6 +397,22 @@ def test_traces_gateway_to_engine(engine, spans):
     assert stream.end_time >= by_name["engine POST /v1/completions"].end_time  # ended with the stream
 
 
+def test_probes_and_scrapes_are_not_traced(engine, spans):
+    provider, exporter = spans
+    app = make_app(engine.url, build_tracing(ObservabilitySettings(), provider))
+
+    @app.get("/health/ready")
+    async def ready():
+        return {"status": "ready"}
+
+    with TestClient(app) as client:
+        r = client.get("/health/ready")
+        assert r.status_code == 200 and r.headers["x-request-id"]  # still an id, no span
+        assert client.post("/work/x").status_code == 200
+    assert "GET /health/ready" not in {s.name for s in exporter.get_finished_spans()}
+    assert "POST /work/{item}" in {s.name for s in exporter.get_finished_spans()}
+
+
 def test_failed_engine_call_marks_both_spans(engine, spans):
     from opentelemetry.trace import StatusCode
 
