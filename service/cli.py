@@ -12,6 +12,7 @@ so every part of the process (and the engine it starts) reads the same values.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import logging
@@ -324,6 +325,15 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def require(modules: Iterable[str], what: str) -> None:
+    """Exit 2 naming the extra to install when the light install (no engine, no gateway) runs `what`."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise _fail(f"{what} needs {', '.join(missing)}, which this installation lacks: "
+                    "pip install 'bioinstruct[cpu]' (or [gpu]; [serve] alone for a gateway in front of "
+                    "an engine that runs elsewhere, --engine-url)")
+
+
 def base_model_or_exit(core: CoreSettings) -> BaseModelInfo:
     """The base model, fetched first when it is a Hub id; a clear exit 2 when it cannot be used."""
     try:
@@ -392,6 +402,7 @@ def register(app: typer.Typer) -> None:
         except SettingsInputError as exc:
             raise _fail(str(exc)) from None
         export(overrides)
+        require(["vllm"], "bioinstruct engine")
         info = base_model_or_exit(built[CoreSettings])  # type: ignore[arg-type]
         proc = EngineProcess(Path(info.path), built[EngineSettings])  # type: ignore[arg-type]
         proc.start()
@@ -409,11 +420,13 @@ def register(app: typer.Typer) -> None:
 
 def start_gateway(config: ServeConfig, log_level: str) -> None:
     """Check the base model, build the app from `config`, run it until a signal."""
+    settings, core = config.service, config.core
+    require(["fastapi", "uvicorn", "prometheus_client", "transformers", "huggingface_hub"]
+            + (["vllm"] if settings.engine_url is None else []), "bioinstruct serve")
     from bioinstruct.service.app import create_app
     from bioinstruct.service.engine import die_with_parent
     from bioinstruct.service.observability import ObservabilityError, configure_logging
 
-    settings, core = config.service, config.core
     # The gateway reads the model's tokenizer and fingerprint even when someone else runs the engine.
     base = base_model_or_exit(core)
     die_with_parent()  # if `make` (our parent) is killed, stop too: no orphan engine
