@@ -9,6 +9,7 @@ example in docs/API.md, run as written.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
@@ -307,18 +308,25 @@ async def test_async_streaming_for_real(live_service):
     assert stream.end is not None and stream.end.adapter == "base"
 
 
-def _docs_example() -> str:
-    text = (ROOT / "docs" / "API.md").read_text()
-    section = text.split("## Python client", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def _docs_examples() -> list[str]:
+    section = (ROOT / "docs" / "API.md").read_text().split("## Python client", 1)[1]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
 @pytest.mark.engine
-def test_the_docs_example_runs_as_written(live_service):
-    code = _docs_example().replace("http://127.0.0.1:8000", live_service.base_url)
+def test_the_docs_examples_run_as_written(live_service):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BIOINSTRUCT_")}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
-    assert lines[0].split()[0] in ("Liver", "Pancreas", "Kidney")  # the QA answer, one of the options
-    assert len(lines) >= 3
+    outputs = []
+    for code in _docs_examples():
+        code = code.replace("http://127.0.0.1:8000", live_service.base_url)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs.append(proc.stdout.strip().splitlines())
+    sync, asynchronous = outputs
+    assert sync[0].split()[0] in ("Liver", "Pancreas", "Kidney")  # the answer is one of the options
+    assert sync[1].startswith("[") and sync[-1] == "404 adapter_not_found"
+    answers = ast.literal_eval(asynchronous[0])  # the example prints a list of two strings
+    assert len(answers) == 2 and set(answers) <= {"yes", "no"}
+    same, _adapter, tokens = asynchronous[1].split()
+    assert same == "True" and int(tokens) >= 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -433,3 +434,13 @@ def test_serve_with_a_hub_id_serves_that_model(hub, tmp_path, base_model_dir):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         engine_server.shutdown()
+
+
+def test_the_readmes_configuration_names_only_real_options():
+    text = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(--[a-z][a-z-]*)", text))
+    flags = {o.flag for o in service_cli.setting_options(service_cli.SERVE_CLASSES)}
+    assert named and named <= flags, named - flags
+    for variable in re.findall(r"`(BIOINSTRUCT_[A-Z_]+)` is `(--[a-z-]+)`", text):
+        assert {o.env: o.flag for o in service_cli.setting_options(service_cli.SERVE_CLASSES)}[variable[0]] \
+            == variable[1]
