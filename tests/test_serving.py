@@ -382,3 +382,49 @@ def test_models_views(gateway):
     assert models.serving("qa") is None and models.split("qa") == {} and models.alias_error("qa") is None
     assert not models.is_loaded("x@1") and models.in_use("x@1") == 0
     assert isinstance(models.recent_swaps(), list)
+
+
+# ---- the rooms' import rules (docs/ARCHITECTURE.md, "One request pipeline") -------------------
+
+
+def _runtime_imports(path) -> set[str]:
+    """Modules a file imports when it runs (not those under `if TYPE_CHECKING:`)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(node)}
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_each_room_imports_only_what_it_may():
+    from pathlib import Path
+
+    service = Path(__file__).resolve().parents[1] / "service"
+    forbidden = {
+        # serving classes know nothing of HTTP frameworks or routes; the Gateway only as a type
+        "serving/*.py": ("fastapi", "starlette", "bioinstruct.service.gateway", "bioinstruct.service.routes",
+                         "bioinstruct.service.deps"),
+        # handlers reach the engine and the adapters only through their serving objects
+        "routes/inference.py": ("bioinstruct.service.adapters", "bioinstruct.service.engine_client",
+                                "bioinstruct.service.admission", "httpx"),
+        "routes/openai_compat.py": ("bioinstruct.service.adapters", "bioinstruct.service.engine_client",
+                                    "bioinstruct.service.admission", "bioinstruct.service.gateway", "httpx"),
+        # models are models: nothing of the gateway, the serving classes or HTTP
+        "openai_protocol.py": ("fastapi", "bioinstruct.service.gateway", "bioinstruct.service.serving"),
+        "protocol.py": ("fastapi", "bioinstruct.service.gateway", "bioinstruct.service.serving"),
+    }
+    for pattern, banned in forbidden.items():
+        files = sorted(service.glob(pattern))
+        assert files, pattern
+        for file in files:
+            bad = {m for m in _runtime_imports(file) if any(m == b or m.startswith(b + ".") for b in banned)}
+            assert not bad, f"{file.relative_to(service)} imports {sorted(bad)}"

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bioinstruct.instruct.classify import classify_family
-from bioinstruct.service.adapters import Target
+from bioinstruct.instruct.families import TaskFamily
+from bioinstruct.service.adapters import AUTO, Target
 from bioinstruct.service.auth import Caller
 from bioinstruct.service.errors import APIError
 from bioinstruct.service.openai_protocol import (
@@ -58,8 +59,11 @@ class OpenAIServing(Serving):
         return payload
 
     def _lease(self, req: OpenAIRequest, caller: Caller, state: Any):
-        # `model` is required here, so the route default (base) never applies.
-        return self.gateway.serving(req.model, classify_family(req.text()), "base", caller, state)
+        # Only "auto" reads the family (to pick its adapter): classifying costs milliseconds on a
+        # long prompt (lm-eval's), on the event loop. `model` is required here, so the route
+        # default (base) never applies.
+        family = classify_family(req.text()) if req.model == AUTO else TaskFamily.GEN
+        return self.gateway.serving(req.model, family, "base", caller, state)
 
     async def complete(self, req: OpenAIRequest, caller: Caller, state: Any = None) -> Completion:
         payload = self._payload(req)
