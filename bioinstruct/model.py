@@ -181,6 +181,11 @@ def fingerprint(model_dir: Path, sample_bytes: int = 4 << 20) -> str:
 def inspect_base_model(model_dir: Path) -> BaseModelInfo:
     """Validate that model_dir is a local causal-LM folder; raise BaseModelError saying why not."""
     model_dir = Path(model_dir).expanduser()
+    if not model_dir.is_dir() and model_dir.parent.name == "hub" and "@" in model_dir.name:
+        repo_id = model_dir.name.split("@", 1)[0].replace("--", "/", 1)
+        raise BaseModelError(
+            f"the Hub model {repo_id} has not been fetched into {model_dir.parent} yet: `bioinstruct serve` "
+            "fetches it when the machine is online (or give a local folder as BIOINSTRUCT_BASE_MODEL)")
     if not model_dir.is_dir():
         raise BaseModelError(
             f"base model folder {model_dir} does not exist. Run `bioinstruct model fetch` for the "

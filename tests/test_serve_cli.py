@@ -444,3 +444,10 @@ def test_the_readmes_configuration_names_only_real_options():
     for variable in re.findall(r"`(BIOINSTRUCT_[A-Z_]+)` is `(--[a-z-]+)`", text):
         assert {o.env: o.flag for o in service_cli.setting_options(service_cli.SERVE_CLASSES)}[variable[0]] \
             == variable[1]
+
+
+def test_a_hub_model_not_fetched_yet_is_said_so(tmp_path):
+    result, _ = _invoke(["model", "info"], env={"BIOINSTRUCT_BASE_MODEL": "org/not-fetched",
+                                                "BIOINSTRUCT_MODEL_CACHE": str(tmp_path)})
+    assert result.exit_code == 2
+    assert "the Hub model org/not-fetched has not been fetched" in " ".join(result.output.split())
