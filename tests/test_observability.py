@@ -212,6 +212,17 @@ def test_request_id_on_every_response_and_sent_to_the_engine(engine):
         assert len(ids) == 5
 
 
+@pytest.mark.engine
+def test_request_id_reaches_the_real_engine(live_service):
+    """vLLM takes the gateway's X-Request-Id as its own request id: its completion id says so."""
+    r = httpx.post(f"{live_service.base_url}/v1/completions", headers={"X-Request-Id": "live-rid-1"},
+                   json={"model": "base", "prompt": "Insulin is", "max_tokens": 4, "temperature": 0},
+                   timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-request-id"] == "live-rid-1"
+    assert r.json()["id"] == "cmpl-live-rid-1"
+
+
 def test_the_real_gateway_app_wires_request_context():
     """create_app itself puts the request context outermost (no engine is started here)."""
     from bioinstruct.service.app import create_app
