@@ -114,7 +114,7 @@ class RecordingEngine:
 
 
 @pytest.fixture
-def engine():
+def recording_engine():
     e = RecordingEngine()
     yield e
     e.stop()
@@ -183,19 +183,19 @@ def test_request_id_accepted_only_when_safe(sent, kept):
     assert accept_request_id(None) != accept_request_id(None)
 
 
-def test_request_id_on_every_response_and_sent_to_the_engine(engine):
-    app = make_app(engine.url)
+def test_request_id_on_every_response_and_sent_to_the_engine(recording_engine):
+    app = make_app(recording_engine.url)
     with TestClient(app, raise_server_exceptions=False) as client:
         r = client.post("/work/x", headers={"X-Request-Id": "rid-123"})
         assert r.status_code == 200 and r.headers["x-request-id"] == "rid-123"
-        assert [(p, h.get("x-request-id")) for p, h in engine.calls] == \
+        assert [(p, h.get("x-request-id")) for p, h in recording_engine.calls] == \
             [("/v1/completions", "rid-123"), ("/v1/chat/completions", "rid-123")]
         # Unsafe or absent: a fresh id, still returned and still sent on.
-        engine.calls.clear()
+        recording_engine.calls.clear()
         r = client.post("/work/y", headers={"X-Request-Id": "bad id"})
         new = r.headers["x-request-id"]
         assert re.fullmatch(r"[0-9a-f]{32}", new)
-        assert {h["x-request-id"] for _, h in engine.calls} == {new}
+        assert {h["x-request-id"] for _, h in recording_engine.calls} == {new}
         ids = set()
         for method, path, kwargs, status in [
             ("GET", "/boom", {}, 500),                       # Starlette's error page, outermost
@@ -282,9 +282,9 @@ def served(app: FastAPI, log_config: dict[str, Any]):
         sock.close()
 
 
-def test_every_log_line_of_a_request_carries_its_id_json(engine, logs):
+def test_every_log_line_of_a_request_carries_its_id_json(recording_engine, logs):
     buffer, config = logs("json")
-    app = make_app(engine.url)
+    app = make_app(recording_engine.url)
 
     async def two_at_once(base: str) -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
@@ -312,12 +312,12 @@ def test_every_log_line_of_a_request_carries_its_id_json(engine, logs):
         assert not [line for line in lines if item in line["message"] and line["request_id"] != rid]
     # Lines outside any request (start-up, shut-down) say so.
     assert any(line["request_id"] == "-" and line["logger"].startswith("uvicorn") for line in lines)
-    assert {h["x-request-id"] for _, h in engine.calls} == {"rid-alpha", "rid-beta"}
+    assert {h["x-request-id"] for _, h in recording_engine.calls} == {"rid-alpha", "rid-beta"}
 
 
-def test_text_logs_carry_the_id_and_errors_keep_theirs(engine, logs):
+def test_text_logs_carry_the_id_and_errors_keep_theirs(recording_engine, logs):
     buffer, config = logs("text")
-    with served(make_app(engine.url), config) as base:
+    with served(make_app(recording_engine.url), config) as base:
         r = httpx.get(f"{base}/boom", headers={"X-Request-Id": "rid-boom"})
         assert r.status_code == 500 and r.headers["x-request-id"] == "rid-boom"
         r = httpx.post(f"{base}/work/t", headers={"X-Request-Id": "rid-text"})
@@ -372,13 +372,13 @@ def _traceparent(headers: dict[str, str]) -> tuple[str, str]:
     return trace_id, span_id
 
 
-def test_traces_gateway_to_engine(engine, spans):
+def test_traces_gateway_to_engine(recording_engine, spans):
     from opentelemetry.trace import SpanKind, StatusCode
 
     provider, exporter = spans
     tracing = build_tracing(ObservabilitySettings(), provider)
     caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    with TestClient(make_app(engine.url, tracing)) as client:
+    with TestClient(make_app(recording_engine.url, tracing)) as client:
         r = client.post("/work/x", headers={"traceparent": f"00-{caller_trace}-{caller_span}-01",
                                             "X-Request-Id": "rid-trace"})
         assert r.status_code == 200
@@ -393,13 +393,13 @@ def test_traces_gateway_to_engine(engine, spans):
     assert server.attributes["http.route"] == "/work/{item}"
     assert server.attributes["http.response.status_code"] == 200
     assert server.attributes["bioinstruct.request_id"] == "rid-trace"
-    sent = {path: headers for path, headers in engine.calls}
+    sent = {path: headers for path, headers in recording_engine.calls}
     for path in ("/v1/completions", "/v1/chat/completions"):
         span = by_name[f"engine POST {path}"]
         assert span.kind == SpanKind.CLIENT
         assert span.parent.span_id == server.context.span_id
         assert span.attributes["http.response.status_code"] == 200
-        assert span.attributes["url.full"] == engine.url + path
+        assert span.attributes["url.full"] == recording_engine.url + path
         assert span.status.status_code != StatusCode.ERROR
         # The engine got this span as its parent: vLLM continues the trace from here.
         assert _traceparent(sent[path]) == (caller_trace, f"{span.context.span_id:016x}")
@@ -408,9 +408,9 @@ def test_traces_gateway_to_engine(engine, spans):
     assert stream.end_time >= by_name["engine POST /v1/completions"].end_time  # ended with the stream
 
 
-def test_probes_and_scrapes_are_not_traced(engine, spans):
+def test_probes_and_scrapes_are_not_traced(recording_engine, spans):
     provider, exporter = spans
-    app = make_app(engine.url, build_tracing(ObservabilitySettings(), provider))
+    app = make_app(recording_engine.url, build_tracing(ObservabilitySettings(), provider))
 
     @app.get("/health/ready")
     async def ready():
@@ -424,11 +424,12 @@ def test_probes_and_scrapes_are_not_traced(engine, spans):
     assert "POST /work/{item}" in {s.name for s in exporter.get_finished_spans()}
 
 
-def test_failed_engine_call_marks_both_spans(engine, spans):
+def test_failed_engine_call_marks_both_spans(recording_engine, spans):
     from opentelemetry.trace import StatusCode
 
     provider, exporter = spans
-    with TestClient(make_app(engine.url, build_tracing(ObservabilitySettings(), provider))) as client:
+    app = make_app(recording_engine.url, build_tracing(ObservabilitySettings(), provider))
+    with TestClient(app) as client:
         assert client.post("/fail").status_code == 503
     by_name = {s.name: s for s in exporter.get_finished_spans()}
     assert by_name["engine POST /fail"].status.status_code == StatusCode.ERROR
@@ -437,11 +438,12 @@ def test_failed_engine_call_marks_both_spans(engine, spans):
     assert by_name["POST /fail"].attributes["http.response.status_code"] == 503
 
 
-def test_no_trace_headers_when_tracing_is_off(engine):
-    with TestClient(make_app(engine.url)) as client:
+def test_no_trace_headers_when_tracing_is_off(recording_engine):
+    with TestClient(make_app(recording_engine.url)) as client:
         caller = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
         assert client.post("/work/x", headers={"traceparent": caller}).is_success
-    assert engine.calls and all("traceparent" not in h and h["x-request-id"] for _, h in engine.calls)
+    calls = recording_engine.calls
+    assert calls and all("traceparent" not in h and h["x-request-id"] for _, h in calls)
     assert build_tracing(ObservabilitySettings(otel_enabled=False)) is None
 
 
