@@ -83,7 +83,8 @@ def test_adapters_cli_publishes_points_rolls_back_and_deletes(make_lora, tmp_pat
     def run(*args):
         return runner.invoke(app, ["adapters", *args, "--registry", reg])
 
-    assert run("publish", str(folder), "--name", "team-ner", "--category", "IE", "--alias", "ner").exit_code == 0
+    published = run("publish", str(folder), "--name", "team-ner", "--category", "IE", "--alias", "ner")
+    assert published.exit_code == 0, published.output
     assert run("publish", str(folder), "--name", "team-ner", "--category", "IE").exit_code == 0
     r = run("alias", "ner", "team-ner@2")
     assert r.exit_code == 0 and "team-ner@2" in r.output
