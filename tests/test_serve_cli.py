@@ -451,3 +451,14 @@ def test_a_hub_model_not_fetched_yet_is_said_so(tmp_path):
                                                 "BIOINSTRUCT_MODEL_CACHE": str(tmp_path)})
     assert result.exit_code == 2
     assert "the Hub model org/not-fetched has not been fetched" in " ".join(result.output.split())
+
+
+def test_model_fetch_fetches_a_hub_id_as_make_serve_does(hub, tmp_path, base_model_dir):
+    """`make serve` runs `bioinstruct model fetch` first: with a Hub id it fetches that model."""
+    first = hub.commit("org/tiny", _tiny_model(base_model_dir, seed=3))
+    env = _hub_env(hub, tmp_path, BIOINSTRUCT_BASE_MODEL="org/tiny")
+    proc = subprocess.run([sys.executable, "-m", "bioinstruct.cli", "model", "fetch"], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "models" / "hub" / f"org--tiny@{first}"
+    assert proc.stdout.strip().splitlines()[-1] == str(folder) and (folder / "config.json").is_file()
