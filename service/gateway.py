@@ -39,6 +39,8 @@ log = logging.getLogger("bioinstruct.service")
 
 
 class Gateway:
+    servings: Servings  # the per-route serving objects, built in start()
+
     def __init__(
         self,
         settings: ServiceSettings,
