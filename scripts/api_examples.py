@@ -131,7 +131,7 @@ def main(base_url: str = DEFAULT_BASE, out: Path = ROOT / "docs" / "API.md",
             lines = text.strip().splitlines()
             shown = "\n".join(lines[:12] + (["…"] + lines[-4:] if len(lines) > 16 else lines[12:]))
             parsed = text
-        printed = redact(py.stdout.strip())
+        printed = redact(" ".join(py.stdout.split()))
         printed = printed if len(printed) <= 120 else printed[:120] + "…"
         sections.append("\n".join([
             f"### {title}", "", *([textwrap.fill(note, 100, break_on_hyphens=False), ""] if note else []),
@@ -199,7 +199,9 @@ def main(base_url: str = DEFAULT_BASE, out: Path = ROOT / "docs" / "API.md",
         print(r["adapter"], r["family"], r["text"][:60])
     """), note="With no `adapter`, /generate uses the `gen` alias (`auto` picks the alias of the request's "
         "task family instead).")
-    streamed = {"instruction": "List three symptoms of anemia.", "max_tokens": 24, "stream": True}
+    streamed = {"instruction": "Summarize the consumer health question into one short question.",
+                "input": "My son is 6 and has had a fever of 39 C for two days with a rash on his chest. "
+                         "Should he see a doctor?", "max_tokens": 32, "stream": True}
     run("/generate streaming (Server-Sent Events)", curl("POST", "/generate", streamed, stream=True),
         python(f"""
         import json
@@ -207,7 +209,7 @@ def main(base_url: str = DEFAULT_BASE, out: Path = ROOT / "docs" / "API.md",
         body = {streamed!r}
         with httpx.stream("POST", f"{{BASE}}/generate", json=body, timeout=60) as r:
             events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {{")]
-        print("".join(e.get("text", "") for e in events)[:60], events[-1]["adapter"])
+        print(events[-1]["adapter"], "".join(e.get("text", "") for e in events)[:60])
     """), note="Events: `{\"text\": ...}` pieces, then `{\"done\": true, \"usage\": ..., \"adapter\", "
         "\"version\"}`, then `[DONE]`.")
     compare = {"route": "qa", "adapters": ["base", "qa"], "request": question}
@@ -225,24 +227,26 @@ def main(base_url: str = DEFAULT_BASE, out: Path = ROOT / "docs" / "API.md",
         client = OpenAI(base_url=f"{BASE}/v1", api_key="unused")
         print([m.id for m in client.models.list()])
     """), note="`base`, every alias (`target`: the version it serves) and every version.", items=6)
-    chat = {"model": "gen", "messages": [{"role": "user", "content": "What does the pancreas do?"}],
-            "max_tokens": 40}
+    chat = {"model": "base", "messages": [{"role": "user", "content": "What does the pancreas do?"}],
+            "max_tokens": 40, "temperature": 0}
     run("OpenAI-compatible: chat completions", curl("POST", "/v1/chat/completions", chat), python("""
         from openai import OpenAI
         client = OpenAI(base_url=f"{BASE}/v1", api_key="unused")
         out = client.chat.completions.create(
-            model="gen", messages=[{"role": "user", "content": "What does the pancreas do?"}], max_tokens=40)
+            model="base", messages=[{"role": "user", "content": "What does the pancreas do?"}], max_tokens=40,
+            temperature=0)
         print(out.model, out.choices[0].message.content[:50])
     """), note="`model` is an alias, a pinned version or `base`; the response names the version that "
-        "answered.")
+        "answered. As in OpenAI's API, `temperature` defaults to 1 on these routes (sampling); the task "
+        "routes default to 0.")
     completion = {"model": "base", "prompt": "Aspirin irreversibly inhibits", "max_tokens": 12,
-                  "stream": True}
+                  "temperature": 0, "stream": True}
     run("OpenAI-compatible: completions, streamed", curl("POST", "/v1/completions", completion, stream=True),
         python("""
         from openai import OpenAI
         client = OpenAI(base_url=f"{BASE}/v1", api_key="unused")
         chunks = client.completions.create(model="base", prompt="Aspirin irreversibly inhibits",
-                                           max_tokens=12, stream=True)
+                                           max_tokens=12, temperature=0, stream=True)
         print("".join(c.choices[0].text for c in chunks))
     """))
 
@@ -278,12 +282,14 @@ def main(base_url: str = DEFAULT_BASE, out: Path = ROOT / "docs" / "API.md",
         import collections
         import httpx
         body = {"question": "Is aspirin an NSAID?", "options": ["yes", "no"]}
-        served = collections.Counter(httpx.post(f"{BASE}/qa", json=body, timeout=60).json()["model"]
-                                     for _ in range(20))
+        served = collections.Counter()
+        for user in range(30):  # one session id per user: each always sees the same version
+            r = httpx.post(f"{BASE}/qa", json=body, headers={"x-session-id": f"user-{user}"}, timeout=60)
+            served[r.json()["model"]] += 1
         print(dict(served))
-    """), note="Each request to `qa` goes to one version at random by weight (a caller sending the same "
-        "`x-session-id` header always gets the same one while the split stands); weight 0 drains a "
-        "version. Every version is validated, loaded and warmed before the alias changes.")
+    """), note="Each request to `qa` goes to one version by weight: at random, or by the `x-session-id` "
+        "header when sent (one session always gets the same version while the split stands); weight 0 "
+        "drains a version. Every version is validated, loaded and warmed before the alias changes.")
     run("Read an alias", curl("GET", "/admin/aliases/qa", admin=True), python("""
         import httpx
         r = httpx.get(f"{BASE}/admin/aliases/qa", headers=ADMIN).json()

@@ -25,19 +25,28 @@ SENTENCES = [
 ]
 QUESTIONS = [
     {"question": "Which organ produces insulin?", "options": ["Liver", "Pancreas", "Kidney", "Spleen"]},
-    {"question": "A lack of which vitamin causes scurvy?", "options": ["Vitamin A", "Vitamin C", "Vitamin D", "Vitamin K"]},
+    {"question": "A lack of which vitamin causes scurvy?",
+     "options": ["Vitamin A", "Vitamin C", "Vitamin D", "Vitamin K"]},
     # chemical-protein relations, asked as the ChemProt task is (instruct/prompts.py)
-    *({"question": pair_relation_question(chem, prot), "context": text, "options": list(CHEMPROT_LABELS)} for chem, prot, text in (
-        ("Imatinib", "BCR-ABL", "Imatinib inhibits the BCR-ABL tyrosine kinase in chronic myeloid leukemia cells."),
-        ("Tamoxifen", "estrogen receptor", "Tamoxifen acts as an antagonist of the estrogen receptor in breast tissue."),
-        ("Rifampicin", "CYP3A4", "Rifampicin increases the expression of CYP3A4 in human hepatocytes."),
-    )),
+    *({"question": pair_relation_question(chem, prot), "context": text, "options": list(CHEMPROT_LABELS)}
+      for chem, prot, text in (
+          ("Imatinib", "BCR-ABL",
+           "Imatinib inhibits the BCR-ABL tyrosine kinase in chronic myeloid leukemia cells."),
+          ("Tamoxifen", "estrogen receptor",
+           "Tamoxifen acts as an antagonist of the estrogen receptor in breast tissue."),
+          ("Rifampicin", "CYP3A4", "Rifampicin increases the expression of CYP3A4 in human hepatocytes."),
+      )),
 ]
 CONSUMER = [
-    "Hi, my mother is 78 and takes warfarin for her heart. She fell last week and has a big bruise on her hip. "
+    "Hi, my mother is 78 and takes warfarin for her heart. She fell last week and has a big bruise on "
+    "her hip. "
     "Is it dangerous and should she stop the warfarin? Thank you.",
-    "I have had a dry cough for three weeks since I started lisinopril for blood pressure. Could the pill cause it?",
+    "I have had a dry cough for three weeks since I started lisinopril for blood pressure. "
+    "Could the pill cause it?",
 ]
+
+
+SUMMARIZE = "Summarize the consumer health question into one short question."
 
 
 def _cell(text: str) -> str:
@@ -60,7 +69,7 @@ def run(base_url: str) -> list[dict]:
             r = client.post("/extract", json={"text": text})
             r.raise_for_status()
             r = r.json()
-            rows.append({"route": "/extract", "text": text, "adapter": r["adapter"],
+            rows.append({"route": "/extract", "text": text, "sent": text, "adapter": r["adapter"],
                          "entities": [(e["type"], e["text"]) for e in r["entities"]],
                          "answer": f"{_entities(r['entities'])} (`{r['adapter']}`)"})
         for body in QUESTIONS:
@@ -70,7 +79,8 @@ def run(base_url: str) -> list[dict]:
             b.raise_for_status()
             r, b = r.json(), b.json()
             if body.get("context"):
-                sent = f"{body['context']} — {body['question']} (the {len(body['options'])} ChemProt labels)"
+                labels = f"the {len(body['options'])} ChemProt labels"
+                sent = f"{body['context']} — {body['question']} ({labels})"
                 route = "/qa (relation)"
             else:
                 sent = f"{body['question']} ({', '.join(body['options'])})"
@@ -79,11 +89,11 @@ def run(base_url: str) -> list[dict]:
                          "adapter": r["adapter"], "answer_text": r["answer"], "base_answer": b["answer"],
                          "sent": sent, "answer": f"{r['answer']} (`{r['adapter']}`; base: {b['answer']})"})
         for q in CONSUMER:
-            r = client.post("/generate", json={"instruction": "Summarize the consumer health question into one short "
-                                               "question.", "input": q, "max_tokens": 48})
+            r = client.post("/generate", json={"instruction": SUMMARIZE, "input": q, "max_tokens": 48})
             r.raise_for_status()
             r = r.json()
-            rows.append({"route": "/generate (summarize)", "input": q, "adapter": r["adapter"], "text": r["text"],
+            rows.append({"route": "/generate (summarize)", "input": q, "sent": q, "adapter": r["adapter"],
+                         "text": r["text"],
                          "answer": f"\"{r['text'].strip()}\" (`{r['adapter']}`)"})
     return rows
 
@@ -91,14 +101,13 @@ def run(base_url: str) -> list[dict]:
 def markdown(rows: list[dict]) -> str:
     lines = ["| route | sent | answer (adapter) |", "|---|---|---|"]
     for row in rows:
-        sent = row.get("sent") or row.get("text") or row.get("input")
-        lines.append(f"| `{row['route']}` | {_cell(sent)} | {_cell(row['answer'])} |")
+        lines.append(f"| `{row['route']}` | {_cell(row['sent'])} | {_cell(row['answer'])} |")
     return "\n".join(lines)
 
 
 def main(base_url: str = typer.Option("http://127.0.0.1:8000"),
-         as_markdown: bool = typer.Option(False, "--markdown", help="Print the README's table instead of JSON "
-                                          "lines")) -> None:
+         as_markdown: bool = typer.Option(False, "--markdown",
+                                          help="Print the README's table instead of JSON lines")) -> None:
     rows = run(base_url)
     if as_markdown:
         print(markdown(rows))
