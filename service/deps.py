@@ -31,7 +31,8 @@ M = TypeVar("M", bound=BaseModel)
 async def get_gateway(request: Request) -> Gateway:
     gateway = getattr(request.app.state, "gateway", None)
     if gateway is None:
-        raise APIError(503, "the gateway is starting; retry shortly", code="starting", headers={"Retry-After": "2"})
+        raise APIError(503, "the gateway is starting; retry shortly", code="starting",
+                       headers={"Retry-After": "2"})
     return gateway
 
 

@@ -110,8 +110,9 @@ class _OpenAIRequest(BaseModel):
         description="An alias (`qa`), a pinned version (`bioinstruct-qa@3`) or the base model's name; "
         "GET /v1/models lists them")
     n: SequenceCount = 1
-    max_tokens: TokenCount | None = Field(None, description="At most BIOINSTRUCT_MAX_TOKENS_LIMIT; default 16 "
-                                          "for completions, the limit for chat")
+    max_tokens: TokenCount | None = Field(
+        None, description="At most BIOINSTRUCT_MAX_TOKENS_LIMIT; default 16 for completions, "
+        "the limit for chat")
     # The gateway checks it on both routes (vLLM's completions ignore it).
     max_completion_tokens: TokenCount | None = Field(None, description="At most BIOINSTRUCT_MAX_TOKENS_LIMIT")
     min_tokens: MinTokens | None = Field(None, description="At most max_tokens")
@@ -119,15 +120,18 @@ class _OpenAIRequest(BaseModel):
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
     seed: Seed | None = None
     stream: bool | None = None
-    stop: Annotated[str | Annotated[list[str], Field(max_length=MAX_STOP)], _one_message("stop")] | None = None
+    stop: Annotated[str | Annotated[list[str], Field(max_length=MAX_STOP)],
+                    _one_message("stop")] | None = None
     ignore_eos: bool = False
 
     @field_validator("min_tokens")
     @classmethod
     def _at_most_max_tokens(cls, value: int | None, info: ValidationInfo) -> int | None:
-        ceiling = info.data.get("max_tokens") or info.data.get("max_completion_tokens") or cls.default_max_tokens
+        data = info.data
+        ceiling = data.get("max_tokens") or data.get("max_completion_tokens") or cls.default_max_tokens
         if value is not None and ceiling is not None and value > ceiling:
-            raise PydanticCustomError("min_tokens_too_large", "must be an integer from 0 to max_tokens ({ceiling})",
+            raise PydanticCustomError("min_tokens_too_large",
+                                      "must be an integer from 0 to max_tokens ({ceiling})",
                                       {"ceiling": ceiling})
         return value
 
@@ -154,7 +158,8 @@ class CompletionRequest(_OpenAIRequest):
     model_config = ConfigDict(json_schema_extra={"allOf": _sequence_rules()})
     default_max_tokens: ClassVar[int | None] = 16  # OpenAI's, not "the rest of the context"
 
-    prompt: Annotated[Text | TokenIds | Annotated[list[Text | TokenIds], Field(min_length=1, max_length=MAX_N)],
+    prompt: Annotated[Text | TokenIds | Annotated[list[Text | TokenIds], Field(min_length=1,
+                                                                               max_length=MAX_N)],
                       _one_message("prompt")] = Field(
         description=f"A string, token ids, or a list of either: prompts x n at most {MAX_N}")
     echo: bool | None = None
@@ -171,7 +176,8 @@ class CompletionRequest(_OpenAIRequest):
         prompts = prompt_count(value)
         if prompts * n > MAX_N:
             raise PydanticCustomError(
-                "too_many_sequences", "this request asks for {prompts} prompt(s) x n={n} = {total} sequences; "
+                "too_many_sequences",
+                "this request asks for {prompts} prompt(s) x n={n} = {total} sequences; "
                 "the limit is {limit} per request: send several requests",
                 {"prompts": prompts, "n": n, "total": prompts * n, "limit": MAX_N})
         return handler(value)

@@ -206,7 +206,8 @@ def test_bodies_that_are_not_json_objects(validation_only):
     for raw in (b"{not json", b"", b"[1, 2]", b"[" * 100_000 + b"]" * 100_000):
         r = validation_only.post("/v1/chat/completions", content=raw)
         assert r.status_code == 400 and "Traceback" not in r.text, (raw[:10], r.text)
-    assert "not valid JSON" in validation_only.post("/v1/completions", content=b"{x").json()["error"]["message"]
+    error = validation_only.post("/v1/completions", content=b"{x").json()["error"]
+    assert "not valid JSON" in error["message"]
 
 
 def test_the_published_schema_and_the_models_agree():
@@ -224,11 +225,14 @@ def test_the_published_schema_and_the_models_agree():
                                                               "tool_calls": []}]}],
     }
     bad = {CompletionRequest: BAD_COMPLETIONS, ChatCompletionRequest: BAD_CHATS}
-    for model, path in ((CompletionRequest, "/v1/completions"), (ChatCompletionRequest, "/v1/chat/completions")):
+    routes = ((CompletionRequest, "/v1/completions"), (ChatCompletionRequest, "/v1/chat/completions"))
+    for model, path in routes:
         published = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
-        assert published["properties"]["max_tokens"]["maximum"] == 100
-        del published["properties"]["max_tokens"]["maximum"], published["properties"]["max_completion_tokens"]["maximum"]
-        assert _plain(published) == _plain(request_body(model)["requestBody"]["content"]["application/json"]["schema"])
+        properties = published["properties"]
+        assert properties["max_tokens"]["maximum"] == properties["max_completion_tokens"]["maximum"] == 100
+        del properties["max_tokens"]["maximum"], properties["max_completion_tokens"]["maximum"]
+        generated = request_body(model)["requestBody"]["content"]["application/json"]["schema"]
+        assert _plain(published) == _plain(generated)
         validator = jsonschema.Draft202012Validator(published)
         for body in good[model]:
             assert validator.is_valid(body), body
@@ -270,16 +274,16 @@ def test_completions_go_to_the_engine_as_sent_with_openai_defaults(gateway, engi
                                               "logprobs": 2.0, "max_tokens": None})
     assert r.status_code == 200, r.text
     assert float(r.headers["x-bioinstruct-latency-ms"]) >= 0
-    assert engine.last("/v1/completions") == {"model": "base", "prompt": "hi", "vllm_knob": [1, 2], "logprobs": 2,
-                                              "max_tokens": 16}
+    assert engine.last("/v1/completions") == {"model": "base", "prompt": "hi", "vllm_knob": [1, 2],
+                                              "logprobs": 2, "max_tokens": 16}
     r = gateway.post("/v1/chat/completions", json={"model": "base", "messages": [
         {"role": "user", "content": "hi", "name": "me"}], "min_tokens": 50})
     assert r.status_code == 200, r.text
     sent = engine.last("/v1/chat/completions")
     assert sent["max_tokens"] == 100 and sent["messages"] == [{"role": "user", "content": "hi", "name": "me"}]
     # the server's limit is a setting: checked when served, named in the error
-    r = gateway.post("/v1/chat/completions", json={"model": "base", "messages": [{"role": "user", "content": "x"}],
-                                                   "min_tokens": 101})
+    r = gateway.post("/v1/chat/completions", json={"model": "base", "min_tokens": 101,
+                                                   "messages": [{"role": "user", "content": "x"}]})
     _error(r, "min_tokens", "max_tokens (100)")
     error = _error(gateway.post("/v1/completions", json={"model": "base", "prompt": "x", "max_tokens": 101}),
                    "max_tokens", "limit of 100")
@@ -298,7 +302,8 @@ def _metric(gateway, name: str, **labels: str) -> float:
 def test_v1_streams_are_relayed_unchanged_and_metered(gateway, engine):
     before_ttft = _metric(gateway, "bioinstruct_time_to_first_token_seconds_count", route="completions",
                           adapter="base")
-    before_out = _metric(gateway, "bioinstruct_tokens_total", route="completions", adapter="base", direction="out")
+    before_out = _metric(gateway, "bioinstruct_tokens_total", route="completions", adapter="base",
+                         direction="out")
     body = {"model": "base", "messages": [{"role": "user", "content": "hi"}], "stream": True,
             "stream_options": {"include_usage": True}}
     with gateway.stream("POST", "/v1/chat/completions", json=body) as r:
@@ -312,8 +317,8 @@ def test_v1_streams_are_relayed_unchanged_and_metered(gateway, engine):
 
 
 def test_generate_streams_its_own_events_then_done(gateway):
-    with gateway.stream("POST", "/generate", json={"instruction": "Say ok.", "stream": True, "adapter": "base",
-                                                   "max_tokens": 5}) as r:
+    body = {"instruction": "Say ok.", "stream": True, "adapter": "base", "max_tokens": 5}
+    with gateway.stream("POST", "/generate", json=body) as r:
         assert r.status_code == 200
         text = b"".join(r.iter_bytes()).decode()
     events = [e.removeprefix("data: ") for e in text.split("\n\n") if e]
@@ -351,10 +356,11 @@ def test_task_routes_on_their_serving_classes(gateway, engine):
     r = gateway.post("/qa", json={"question": "Is insulin a hormone?", "adapter": "base", "max_tokens": 3})
     assert r.status_code == 200 and r.json()["method"] == "free" and r.json()["answer"] == "ok"
     assert engine.last("/v1/completions")["max_tokens"] == 3
-    r = gateway.post("/qa", json={"question": "Is insulin a hormone?", "options": ["yes", "no"], "adapter": "base",
-                                  "method": "generate"})
+    r = gateway.post("/qa", json={"question": "Is insulin a hormone?", "options": ["yes", "no"],
+                                  "adapter": "base", "method": "generate"})
     body = r.json()  # " ok" matches neither option: scored instead, and always one of them
-    assert r.status_code == 200 and body["method"] == "generate:none->logprob" and body["answer"] in ("yes", "no")
+    assert r.status_code == 200 and body["method"] == "generate:none->logprob"
+    assert body["answer"] in ("yes", "no")
     r = gateway.post("/extract", json={"text": "Aspirin helps.", "relations": True, "adapter": "base"})
     assert r.status_code == 200 and r.json()["entities"] == [] and r.json()["usage"]["prompt_tokens"] == 6
     r = gateway.post("/compare", json={"route": "generate", "adapters": ["base", "nope"],

@@ -46,7 +46,8 @@ async def qa(body: QARequest, request: Request, serving: QAServing = Depends(get
 
 @router.post("/extract", response_model=ExtractResponse, responses=TASK_ERRORS,
              summary="Extract entities (and relations) with character offsets that match the text")
-async def extract(body: ExtractRequest, request: Request, serving: ExtractServing = Depends(get_extract_serving),
+async def extract(body: ExtractRequest, request: Request,
+                  serving: ExtractServing = Depends(get_extract_serving),
                   caller: Caller = Depends(get_caller)) -> ExtractResponse:
     return await until_disconnect(request, serving.serve(body, caller, request.state))
 
@@ -57,7 +58,8 @@ async def extract(body: ExtractRequest, request: Request, serving: ExtractServin
                                      "content": {"text/event-stream": {}}}},
     summary="Follow an instruction; stream=true answers with Server-Sent Events",
 )
-async def generate(body: GenerateRequest, request: Request, serving: GenerateServing = Depends(get_generate_serving),
+async def generate(body: GenerateRequest, request: Request,
+                   serving: GenerateServing = Depends(get_generate_serving),
                    caller: Caller = Depends(get_caller)):
     if body.stream:
         events = await serving.stream(body, caller, request.state)

@@ -39,7 +39,8 @@ ERRORS = responses(400, 401, 403, 404, 413, 429, 499, 503, 504)
 
 
 @router.get("/models", response_model=ModelList, responses=responses(401, 503))
-async def models(models: ServingModels = Depends(get_models), caller: Caller = Depends(get_caller)) -> ModelList:
+async def models(models: ServingModels = Depends(get_models),
+                 caller: Caller = Depends(get_caller)) -> ModelList:
     return await models.list(caller)
 
 

@@ -22,7 +22,8 @@ class GenerateServing(Serving):
     def _prepare(self, req: GenerateRequest) -> tuple[TaskFamily, Prompt, dict[str, Any]]:
         family = classify_family(req.instruction, req.input)
         prompt = self.prompt(family, req.instruction, req.input, req.max_tokens, 256)
-        params: dict[str, Any] = {"max_tokens": prompt.max_tokens, "temperature": req.temperature, "top_p": req.top_p}
+        params: dict[str, Any] = {"max_tokens": prompt.max_tokens, "temperature": req.temperature,
+                                  "top_p": req.top_p}
         if req.stop:
             params["stop"] = req.stop
         return family, prompt, params

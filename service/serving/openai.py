@@ -53,8 +53,9 @@ class OpenAIServing(Serving):
             # Omitted, vLLM would allow the rest of the context: OpenAI's default (16) for
             # completions instead, at most this server's limit for chat.
             payload["max_tokens"] = req.default_max_tokens or limit
-            if req.min_tokens is not None and req.min_tokens > payload["max_tokens"]:
-                raise APIError(400, f"'min_tokens' must be an integer from 0 to max_tokens ({payload['max_tokens']})",
+            ceiling = payload["max_tokens"]
+            if req.min_tokens is not None and req.min_tokens > ceiling:
+                raise APIError(400, f"'min_tokens' must be an integer from 0 to max_tokens ({ceiling})",
                                param="min_tokens")
         return payload
 

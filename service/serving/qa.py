@@ -42,7 +42,8 @@ class QAServing(Serving):
     async def serve(self, req: QARequest, caller: Caller, state: Any = None) -> QAResponse:
         started = time.perf_counter()
         instruction, input_text = qa_task(req.question, req.context, req.options)
-        prompt = self.prompt(TaskFamily.QA, instruction, input_text, req.max_tokens, 64 if req.options else 256)
+        default = 64 if req.options else 256  # an option is short; a free answer may not be
+        prompt = self.prompt(TaskFamily.QA, instruction, input_text, req.max_tokens, default)
         question = Question(instruction, input_text, prompt, list(req.options or []))
         usage = Usage()
         async with self.gateway.serving(req.adapter, TaskFamily.QA, self.settings.qa_adapter, caller,
@@ -75,15 +76,16 @@ class QAServing(Serving):
         match = match_option(text, options)
         if match.index is None:
             return None
-        return Answer(answer=options[match.index], answer_index=match.index, method="constrained", raw_text=text)
+        return Answer(answer=options[match.index], answer_index=match.index, method="constrained",
+                      raw_text=text)
 
     async def _generated(self, target: Target, question: Question, usage: Usage) -> Answer:
         options = question.options
         text = await self._text(target, question, usage)
         match = match_option(text, options)
         if match.index is not None:
-            return Answer(answer=options[match.index], answer_index=match.index, method=f"generate:{match.how}",
-                          raw_text=text)
+            return Answer(answer=options[match.index], answer_index=match.index,
+                          method=f"generate:{match.how}", raw_text=text)
         scored = await self._by_logprob(target, question, usage)
         scored.method, scored.raw_text = "generate:none->logprob", text
         return scored
@@ -93,8 +95,10 @@ class QAServing(Serving):
         options, prompt_ids = question.options, question.prompt.ids
         # The completion as training writes it (option + end-of-turn), so scoring matches what
         # an adapter learned to produce.
-        option_ids = [self.gateway.encode(render_example(self.gateway.tokenizer, TaskFamily.QA, question.instruction,
-                                                         question.input_text, option)[1]) for option in options]
+        tokenizer, instruction, input_text = self.gateway.tokenizer, question.instruction, question.input_text
+        completions = [render_example(tokenizer, TaskFamily.QA, instruction, input_text, option)[1]
+                       for option in options]
+        option_ids = [self.gateway.encode(completion) for completion in completions]
         calls = 0
 
         async def top(ids: list[int]) -> dict[int, float]:
@@ -112,4 +116,5 @@ class QAServing(Serving):
         out = await self.gateway.complete(target, ids, max_tokens=1, logprobs=self.settings.qa_top_logprobs,
                                           return_tokens_as_token_ids=True)
         top = (out["choices"][0].get("logprobs") or {}).get("top_logprobs") or [{}]
-        return {int(k.split(":", 1)[1]): float(v) for k, v in (top[0] or {}).items() if k.startswith("token_id:")}
+        return {int(k.split(":", 1)[1]): float(v) for k, v in (top[0] or {}).items()
+                if k.startswith("token_id:")}

@@ -63,7 +63,8 @@ class EngineStream:
 
     @classmethod
     async def open(cls, lease: AbstractAsyncContextManager[Target],
-                   start: Callable[[Target], Awaitable[AsyncIterator[Any]]], meter: Callable[[Target], TokenMeter],
+                   start: Callable[[Target], Awaitable[AsyncIterator[Any]]],
+                   meter: Callable[[Target], TokenMeter],
                    prime: bool = False) -> EngineStream:
         stack = AsyncExitStack()
         items: AsyncIterator[Any] | None = None
