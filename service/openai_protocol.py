@@ -135,10 +135,6 @@ class _OpenAIRequest(BaseModel):
                                       {"ceiling": ceiling})
         return value
 
-    def engine_body(self, model: str) -> dict[str, Any]:
-        """The body for vLLM: what the caller sent (unknown fields included), on the engine's model."""
-        return {**self.model_dump(exclude_unset=True), "model": model}
-
 
 def _sequence_rules() -> list[dict[str, Any]]:
     """prompts x n <= MAX_N in JSON Schema: a list of k prompts (strings or token-id lists, not a
