@@ -502,8 +502,8 @@ def test_dockerfile_targets_user_healthcheck():
     stages = _stages(DOCKERFILE.read_text())
     assert {"cpu", "gpu", "runtime"} <= stages.keys()
     assert list(stages)[-1] == "gpu"  # the default target
-    assert any('"/src[cpu]"' in line for line in stages["build-cpu"])
-    assert any('"/src[gpu]"' in line for line in stages["build-gpu"])
+    assert any('"/src[cpu,otel]"' in line for line in stages["build-cpu"])  # otel: tracing works in the image
+    assert any('"/src[gpu,otel]"' in line for line in stages["build-gpu"])
     assert any("uninstall" in line and "torchvision" in line for line in stages["build-cpu"])
     for target in ("cpu", "gpu"):
         lines = stages[target]

@@ -52,11 +52,23 @@ def _clean_environ() -> dict[str, str]:
 
 
 def _invoke(args: list[str], env: dict[str, str] | None = None):
+    from bioinstruct.service.settings import service_settings
+
+    from bioinstruct.settings import core_settings
+
     cli._register_subcommands()
-    with mock.patch.dict(os.environ, _clean_environ(), clear=True):
-        os.environ.update(env or {})
-        result = CliRunner().invoke(cli.app, args, env=WIDE)
-        exported = dict(os.environ)
+    # Settings read under this environment must not outlive it (core_settings() is cached
+    # for the process: a later test would see this test's base model).
+    core_settings.cache_clear()
+    service_settings.cache_clear()
+    try:
+        with mock.patch.dict(os.environ, _clean_environ(), clear=True):
+            os.environ.update(env or {})
+            result = CliRunner().invoke(cli.app, args, env=WIDE)
+            exported = dict(os.environ)
+    finally:
+        core_settings.cache_clear()
+        service_settings.cache_clear()
     return result, exported
 
 
