@@ -14,9 +14,9 @@ runs the page again against a live gateway.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -51,6 +51,16 @@ def shorten(value, limit: int = 300, items: int = 8, depth: int | None = None):
     return value
 
 
+def json_body(body: dict) -> str:
+    """A JSON body in single quotes for the shell: on one line when short, else one key a line."""
+    one = json.dumps(body, ensure_ascii=False)
+    assert "'" not in one, "a body with a single quote would need shell escaping"
+    if len(one) <= 72:
+        return f"'{one}'"
+    keys = ",\n".join(f"    {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in body.items())
+    return "'{\n" + keys + "\n  }'"
+
+
 def curl(method: str, path: str, body: dict | None = None, *, admin: bool = False,
          stream: bool = False) -> str:
     """The curl line as the page shows it (and as bash runs it): "$BASE" and "$ADMIN_TOKEN" expand."""
@@ -59,13 +69,32 @@ def curl(method: str, path: str, body: dict | None = None, *, admin: bool = Fals
         parts += ["-H", '"authorization: Bearer $ADMIN_TOKEN"']
     line = " ".join(parts)
     if body is not None:
-        line += " \\\n  -H 'content-type: application/json' -d " + shlex.quote(json.dumps(body))
+        line += " \\\n  -H 'content-type: application/json' -d " + json_body(body)
     return line
 
 
-def python(code: str, *, admin: bool = False) -> str:
-    """A snippet that runs as it is: after its imports, BASE (and the admin header) from the environment."""
-    lines = textwrap.dedent(code).strip().splitlines()
+def py_literal(value) -> str:
+    """A Python literal for a JSON-like value, double-quoted like the JSON beside it; a dict that
+    does not fit one line gets one key a line."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        same = ast.literal_eval(text) == value
+    except (ValueError, SyntaxError):  # true/false/null
+        same = False
+    if not same:
+        text = repr(value)
+    if isinstance(value, dict) and len(text) > 80:
+        return "{\n" + "".join(f"    {json.dumps(k)}: {py_literal(v)},\n" for k, v in value.items()) + "}"
+    return text
+
+
+def python(code: str, *, admin: bool = False, **literals) -> str:
+    """A snippet that runs as it is: after its imports, BASE (and the admin header) from the
+    environment; each @name@ in it becomes the literal of literals[name]."""
+    code = textwrap.dedent(code).strip()
+    for name, value in literals.items():
+        code = code.replace(f"@{name}@", py_literal(value))
+    lines = code.splitlines()
     n = next((i for i, line in enumerate(lines) if not line.startswith(("import ", "from "))), len(lines))
     return "\n".join(["import os", *lines[:n], "", PY_BASE, *([PY_ADMIN] if admin else []), *lines[n:]])
 
@@ -158,59 +187,64 @@ def main(base_url: str = DEFAULT_BASE, out: Path = ROOT / "docs" / "API.md",
                 "context": ["In a trial of 22,071 physicians, aspirin every other day cut first heart "
                             "attacks by 44%."],
                 "options": ["yes", "no", "maybe"]}
-    run("/qa with options (log-probability scoring)", curl("POST", "/qa", question), python(f"""
+    run("/qa with options (log-probability scoring)", curl("POST", "/qa", question), python("""
         import httpx
-        body = {question!r}
-        r = httpx.post(f"{{BASE}}/qa", json=body, timeout=60).json()
+        body = @question@
+        r = httpx.post(f"{BASE}/qa", json=body, timeout=60).json()
         assert r["answer"] in body["options"]
         print(r["answer"], r["adapter"], r["model"])
-    """), note="With no `adapter`, /qa uses the `qa` alias. The answer is always one of the options; "
+    """, question=question),
+        note="With no `adapter`, /qa uses the `qa` alias. The answer is always one of the options; "
         "`method` says how it was chosen and `scores` gives each option's log-probability. "
         "`method: constrained` decodes under a choice grammar instead; `generate` maps free text to the "
         "nearest option.")
     free = {"question": "What is the first-line drug for type 2 diabetes?", "max_tokens": 40,
             "adapter": "base"}
-    run("/qa free answer", curl("POST", "/qa", free), python(f"""
+    run("/qa free answer", curl("POST", "/qa", free), python("""
         import httpx
-        body = {free!r}
-        print(httpx.post(f"{{BASE}}/qa", json=body, timeout=60).json()["answer"][:60])
-    """), note="Without `options` the answer is free text (here from the base model: `qa` was trained on "
+        body = @free@
+        print(httpx.post(f"{BASE}/qa", json=body, timeout=60).json()["answer"][:60])
+    """, free=free),
+        note="Without `options` the answer is free text (here from the base model: `qa` was trained on "
         "yes/no/maybe questions).")
     text = ("Cisplatin-induced nephrotoxicity was reduced by magnesium supplementation in patients with "
             "ovarian cancer.")
     run("/extract", curl("POST", "/extract", {"text": text, "entity_types": ["Chemical", "Disease"]}),
-        python(f"""
+        python("""
         import httpx
-        text = {text!r}
-        r = httpx.post(f"{{BASE}}/extract", json={{"text": text}}, timeout=60).json()
+        text = @text@
+        r = httpx.post(f"{BASE}/extract", json={"text": text}, timeout=60).json()
         assert all(text[e["start"]:e["end"]] == e["text"] for e in r["entities"])
         print(r["adapter"], [(e["type"], e["text"]) for e in r["entities"]], r["dropped"], "dropped")
-    """), note="With no `adapter`, /extract uses the `ie` alias. Every returned entity satisfies "
+    """, text=text),
+        note="With no `adapter`, /extract uses the `ie` alias. Every returned entity satisfies "
         "`text[start:end] == entity.text`; mentions the model invented are dropped and counted. "
         "`relations: true` also returns `head | RELATION | tail` triples.")
     gen = {"instruction": "Summarize the consumer health question into one short question.",
            "input": "I have had a dry cough for three weeks since I started lisinopril. "
                     "Could the pill cause it?",
            "max_tokens": 48}
-    run("/generate", curl("POST", "/generate", gen), python(f"""
+    run("/generate", curl("POST", "/generate", gen), python("""
         import httpx
-        body = {gen!r}
-        r = httpx.post(f"{{BASE}}/generate", json=body, timeout=60).json()
+        body = @gen@
+        r = httpx.post(f"{BASE}/generate", json=body, timeout=60).json()
         print(r["adapter"], r["family"], r["text"][:60])
-    """), note="With no `adapter`, /generate uses the `gen` alias (`auto` picks the alias of the request's "
+    """, gen=gen),
+        note="With no `adapter`, /generate uses the `gen` alias (`auto` picks the alias of the request's "
         "task family instead).")
     streamed = {"instruction": "Summarize the consumer health question into one short question.",
                 "input": "My son is 6 and has had a fever of 39 C for two days with a rash on his chest. "
                          "Should he see a doctor?", "max_tokens": 32, "stream": True}
     run("/generate streaming (Server-Sent Events)", curl("POST", "/generate", streamed, stream=True),
-        python(f"""
+        python("""
         import json
         import httpx
-        body = {streamed!r}
-        with httpx.stream("POST", f"{{BASE}}/generate", json=body, timeout=60) as r:
-            events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {{")]
+        body = @streamed@
+        with httpx.stream("POST", f"{BASE}/generate", json=body, timeout=60) as r:
+            events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
         print(events[-1]["adapter"], "".join(e.get("text", "") for e in events)[:60])
-    """), note="Events: `{\"text\": ...}` pieces, then `{\"done\": true, \"usage\": ..., \"adapter\", "
+    """, streamed=streamed),
+        note="Events: `{\"text\": ...}` pieces, then `{\"done\": true, \"usage\": ..., \"adapter\", "
         "\"version\"}`, then `[DONE]`.")
     compare = {"route": "qa", "adapters": ["base", "qa"], "request": question}
     run("/compare (one input, several adapters)", curl("POST", "/compare", compare), python("""
@@ -270,12 +304,13 @@ def main(base_url: str = DEFAULT_BASE, out: Path = ROOT / "docs" / "API.md",
         "it is written; add `\"alias\": ...` to point an alias at it at once.")
     ref = published["ref"]
     pinned = {"question": "Is aspirin an NSAID?", "options": ["yes", "no"], "adapter": ref}
-    run("Pin a version", curl("POST", "/qa", pinned), python(f"""
+    run("Pin a version", curl("POST", "/qa", pinned), python("""
         import httpx
-        body = {pinned!r}
-        r = httpx.post(f"{{BASE}}/qa", json=body, timeout=60).json()
+        body = @pinned@
+        r = httpx.post(f"{BASE}/qa", json=body, timeout=60).json()
         print(r["model"], r["version"], r["answer"])
-    """), note="`adapter` (or `model` on /v1) may name a version: no alias involved.")
+    """, pinned=pinned),
+        note="`adapter` (or `model` on /v1) may name a version: no alias involved.")
     split = {"weights": {"bioinstruct-qa@1": 90, ref: 10}}
     run("Canary: split an alias between versions by weight", curl("PUT", "/admin/aliases/qa", split,
                                                                   admin=True), python("""
@@ -300,13 +335,14 @@ def main(base_url: str = DEFAULT_BASE, out: Path = ROOT / "docs" / "API.md",
     stale = {"weights": {"bioinstruct-qa@1": 75, ref: 25},
              "expected_generation": now.json()["generation"] - 1}
     run("Compare-and-swap: change an alias only if nobody else did",
-        curl("PUT", "/admin/aliases/qa", stale, admin=True), python(f"""
+        curl("PUT", "/admin/aliases/qa", stale, admin=True), python("""
         import httpx
-        now = httpx.get(f"{{BASE}}/admin/aliases/qa", headers=ADMIN).json()["generation"]
-        body = {{"weights": {stale["weights"]!r}, "expected_generation": now}}
-        r = httpx.put(f"{{BASE}}/admin/aliases/qa", json=body, headers=ADMIN, timeout=120)
+        now = httpx.get(f"{BASE}/admin/aliases/qa", headers=ADMIN).json()["generation"]
+        body = {"weights": @stale_weights@, "expected_generation": now}
+        r = httpx.put(f"{BASE}/admin/aliases/qa", json=body, headers=ADMIN, timeout=120)
         print(r.status_code, r.json()["generation"], r.json()["weights"])
-    """, admin=True), expect=409, note="With `expected_generation` the change is made only if the alias "
+    """, admin=True, stale_weights=stale["weights"]),
+        expect=409, note="With `expected_generation` the change is made only if the alias "
         "is still at that generation (0: it must not exist yet). The curl line sends a stale one and gets "
         "409; the Python snippet reads the alias first and succeeds.")
     run("Promote a canary", curl("POST", "/admin/aliases/qa/promote", admin=True), python("""
