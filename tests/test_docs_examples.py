@@ -23,7 +23,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import ExtraGateway
+
+from tests.service_helpers import ExtraGateway
 
 ROOT = Path(__file__).resolve().parents[1]
 API_MD = ROOT / "docs" / "API.md"
