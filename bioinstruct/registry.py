@@ -650,14 +650,16 @@ class Registry:
                 raise RegistryError(f"{name}@{version} resolves outside the registry root", code="unsafe_path")
             return real
         assert self.cache_dir is not None, "a remote registry needs a local cache_dir"
-        dest = self.cache_dir / name / str(version)
+        # Keyed by the registry too: two registries (staging, prod, another bucket) may each
+        # have a `name@version` of their own.
+        dest = self.cache_dir / sha256_bytes(self.url.encode())[:16] / name / str(version)
         if not (dest / "manifest.json").is_file():
             files = list(self.manifest(name, version).files)
             unexpected = [f for f in files if f not in (*ADAPTER_FILES, *ALLOWED_EXTRA)]
             if unexpected:  # names from a remote manifest become local paths: only known ones
                 raise RegistryError(f"{name}@{version}: manifest lists unexpected files {unexpected}",
                                     code="unsafe_path")
-            tmp = self.cache_dir / name / f".dl-{uuid.uuid4().hex}"
+            tmp = dest.parent / f".dl-{uuid.uuid4().hex}"
             tmp.mkdir(parents=True)
             try:
                 for fname in [*files, "manifest.json"]:
