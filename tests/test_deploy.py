@@ -505,6 +505,7 @@ def test_dockerfile_targets_user_healthcheck():
     assert any('"/src[cpu,otel]"' in line for line in stages["build-cpu"])  # otel: tracing works in the image
     assert any('"/src[gpu,otel]"' in line for line in stages["build-gpu"])
     assert any("uninstall" in line and "torchvision" in line for line in stages["build-cpu"])
+    assert any("-c /src/requirements/cpu.txt" in line for line in stages["build-cpu"])  # the tested pins
     for target in ("cpu", "gpu"):
         lines = stages[target]
         assert lines[-1] == "USER 10001:10001", target  # nothing runs as root after this
