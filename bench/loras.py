@@ -71,13 +71,14 @@ def publish(registry: Path, folder: Path, name: str, alias: str) -> str:
     (the registry's own checks, as a training run would); returns the engine name name@version."""
     from bioinstruct.adapter_files import AdapterLimits
     from bioinstruct.model import inspect_base_model
-    from bioinstruct.registry import open_registry
+    from bioinstruct.publishing import PublishTarget, publish_adapter
+    from bioinstruct.registry import Provenance
 
     base = inspect_base_model(CoreSettings().base_model_dir)
-    manifest = open_registry(registry).publish(
-        folder, name=name, category="GEN", base_fingerprint=base.fingerprint,
-        limits=AdapterLimits(base_hidden_size=base.hidden_size), alias=alias)
-    return manifest.ref
+    # Rank and layers unchecked: the benchmarks start engines with their own LoRA limits.
+    target = PublishTarget(base_fingerprint=base.fingerprint, base_model=base.path,
+                           limits=AdapterLimits(base_hidden_size=base.hidden_size))
+    return publish_adapter(folder, Provenance(name=name, category="GEN"), target, registry=registry, alias=alias).ref
 
 
 def publish_adapters(registry: Path, adapters: dict[str, Path]) -> dict[str, str]:

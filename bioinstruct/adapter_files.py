@@ -10,7 +10,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bioinstruct.errors import RegistryError
 
@@ -57,10 +58,6 @@ def read_safetensors_header(data_or_path: bytes | Path) -> dict[str, Any]:
     return header
 
 
-# The engine's LoRA layers unless configured otherwise (EngineSettings, training's check).
-DEFAULT_LORA_MODULES = ("qkv_proj", "o_proj")
-# The engine's LoRA rank limit (vLLM --max-lora-rank): one default for serving and training.
-DEFAULT_MAX_LORA_RANK = 16
 # vLLM fuses these peft modules into one layer, and names the fused one in its target modules.
 _FUSED = {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj",
           "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj"}
@@ -93,6 +90,27 @@ class AdapterLimits(BaseModel):
     @classmethod
     def _empty_is_every_layer(cls, value: Any) -> Any:
         return tuple(value) if value else None  # settings write every layer as "[]"
+
+
+class EngineLimits(BaseSettings):
+    """What the serving engine can load, from the environment (BIOINSTRUCT_ENGINE_*): the one
+    source the engine's flags (EngineSettings extends it), training's early check and every
+    publish read, so an adapter that trains is one the engine serves."""
+
+    model_config = SettingsConfigDict(env_prefix="BIOINSTRUCT_ENGINE_", extra="ignore")
+
+    max_lora_rank: int = Field(16, ge=1)  # vLLM --max-lora-rank
+    # Layers that get LoRA in the engine, in vLLM's fused names. On CPU every LoRA layer costs
+    # time even where an adapter has no weights: restricting it to where our adapters train
+    # (q/k/v/o) measured 1.9x one adapter and 2.4x three (docs/BENCHMARKS.md §2). Adapters with
+    # weights elsewhere are refused at publish (the engine would silently drop those deltas).
+    # An empty list puts LoRA on every layer.
+    lora_target_modules: list[str] = Field(default_factory=lambda: ["qkv_proj", "o_proj"])
+
+    def adapter_limits(self, base_hidden_size: int | None) -> AdapterLimits:
+        """What this engine can load, for the checks of every adapter before it is served."""
+        return AdapterLimits(base_hidden_size=base_hidden_size, max_rank=self.max_lora_rank,
+                             lora_modules=self.lora_target_modules)
 
 
 def check_adapter_folder(folder: Path, limits: AdapterLimits | None = None) -> dict[str, Any]:

@@ -38,11 +38,11 @@ import tempfile
 import time
 import uuid
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from bioinstruct.adapter_files import (
     ADAPTER_FILES,
@@ -54,6 +54,7 @@ from bioinstruct.adapter_files import (
 # Callers catch the registry's errors from here (bioinstruct/errors.py defines them for both).
 from bioinstruct.checksums import sha256_bytes, sha256_file  # noqa: F401 - re-exported
 from bioinstruct.errors import Conflict, NotFound, RegistryError, RegistryUnavailable  # noqa: F401
+from bioinstruct.instruct.families import Category
 
 log = logging.getLogger("bioinstruct.registry")
 
@@ -65,30 +66,41 @@ REF_PATTERN = rf"{NAME_PATTERN}@{VERSION_PATTERN}"
 NAME_RE = re.compile(rf"^{NAME_PATTERN}$")
 REF_RE = re.compile(rf"^{REF_PATTERN}$")
 ALIAS_RE = NAME_RE
-Category = Literal["QA", "IE", "GEN", "OTHER", "ALL"]  # the task families and ALL (every family)
 CATEGORIES: tuple[str, ...] = get_args(Category)
 RESERVED = {"base", "auto"}
 GENERATIONS_KEPT = 20  # alias records kept per alias (each also carries the last 50 targets)
 MAX_WEIGHT = 1000
 
 
-class Manifest(BaseModel):
-    """Everything known about one immutable adapter version."""
+class Provenance(BaseModel):
+    """What a publisher says about an adapter; the registry's manifest and shipped.json both
+    carry it (bioinstruct.publishing.publish_adapter is how every publisher hands it in)."""
 
     name: str
+    category: Category
+    description: str | None = None
+    base_model: str | None = None  # human-readable: which model it was trained on
+    training: dict[str, Any] | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)  # scores, with N and CI
+
+    @field_validator("category", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class Manifest(Provenance):
+    """Everything known about one immutable adapter version: its provenance and what the
+    registry checked and recorded."""
+
     version: int
-    category: str
     base_model_fingerprint: str
-    base_model: str | None = None
     peft_type: str = "LORA"
     rank: int
     alpha: float | None = None
     target_modules: list[str] = Field(default_factory=list)
     files: dict[str, str]  # file name -> sha256
     created_at: str
-    description: str | None = None
-    training: dict[str, Any] | None = None
-    metrics: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def ref(self) -> str:

@@ -14,27 +14,25 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from bioinstruct.adapter_files import ADAPTER_FILES, AdapterLimits
+from bioinstruct.adapter_files import ADAPTER_FILES
 from bioinstruct.checksums import sha256_file
-from bioinstruct.registry import Conflict, Manifest, Registry
+from bioinstruct.publishing import PublishTarget, publish_adapter
+from bioinstruct.registry import Conflict, Manifest, Provenance, Registry
 
 SHIPPED_FILE = "shipped.json"
 
 
-class ShippedAdapter(BaseModel):
-    """shipped.json: one shipped adapter."""
+class ShippedAdapter(Provenance):
+    """shipped.json: one shipped adapter, its provenance as the registry's manifest carries it."""
 
-    name: str  # registry adapter name, e.g. bioinstruct-ie
     alias: str  # ie
-    category: str  # QA, IE, GEN or ALL
-    base_model: str  # human-readable: which model it was trained on
+    base_model: str
     base_model_fingerprint: str
     files: dict[str, str]  # file name -> sha256
     description: str
     training: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, Any] = Field(default_factory=dict)  # dev/test scores, with N and CI
     gate: dict[str, Any] | None = None  # `bioinstruct eval gate` decision on the dev split
 
     folder: Path | None = Field(default=None, exclude=True)
@@ -73,12 +71,11 @@ def _existing(registry: Registry, item: ShippedAdapter) -> Manifest | None:
     return None
 
 
-def publish_shipped(registry: Registry, base_fingerprint: str, limits: AdapterLimits | None = None,
-                    root: Path | None = None, say=print) -> list[str]:
-    """Publish the shipped adapters made for this base model; returns what each did, one line each."""
+def publish_shipped(registry: Registry, target: PublishTarget, root: Path | None = None, say=print) -> list[str]:
+    """Publish the shipped adapters made for the target's base model; returns what each did, one line each."""
     lines = []
     for item in load_shipped(root or default_root()):
-        if item.base_model_fingerprint != base_fingerprint:
+        if item.base_model_fingerprint != target.base_fingerprint:
             lines.append(f"shipped adapter {item.name} skipped: trained on {item.base_model}, "
                          "not on this base model (BIOINSTRUCT_BASE_MODEL)")
             continue
@@ -86,11 +83,9 @@ def publish_shipped(registry: Registry, base_fingerprint: str, limits: AdapterLi
         action = "already published"
         if manifest is None:
             assert item.folder is not None
-            manifest = registry.publish(
-                item.folder, name=item.name, category=item.category, base_fingerprint=base_fingerprint,
-                base_model=item.base_model, limits=limits, description=item.description,
-                training=item.training, metrics={**item.metrics, **({"gate": item.gate} if item.gate else {})},
-            )
+            fields = item.model_dump(include=set(Provenance.model_fields))
+            fields["metrics"] = {**item.metrics, **({"gate": item.gate} if item.gate else {})}
+            manifest = publish_adapter(item.folder, Provenance(**fields), target, registry=registry)
             action = "published"
         alias = ""
         if item.alias not in registry.aliases():

@@ -123,13 +123,12 @@ def main() -> None:
         print("ready", result["start_to_ready_s"], flush=True)
 
         # A new version of ie (the shipped `all` adapter's files under another name), published by an operator.
-        from bioinstruct.model import inspect_base_model
-        from bioinstruct.registry import Registry
-        from bioinstruct.settings import core_settings
+        from bioinstruct.publishing import PublishTarget, publish_adapter
+        from bioinstruct.registry import Provenance, Registry
 
-        fingerprint = inspect_base_model(core_settings().base_model_dir).fingerprint
         reg = Registry(registry, cache_dir=logs / "cache")
-        canary = reg.publish(ROOT / "adapters" / "all", name="ie-canary", category="IE", base_fingerprint=fingerprint)
+        canary = publish_adapter(ROOT / "adapters" / "all", Provenance(name="ie-canary", category="IE"),
+                                 PublishTarget.from_settings(), registry=reg)
         first = [complete(url_b, canary.ref)[2] for _ in range(1)]
         warm = [complete(url_b, canary.ref)[2] for _ in range(5)]
         result["cold_adapter_first_request_s"] = round(first[0], 3)

@@ -458,6 +458,7 @@ def run_server(gateway_app: Any, settings: ServiceSettings, log_level: str, log_
 def _publish_shipped(settings: ServiceSettings, core: CoreSettings, engine: EngineSettings,
                      base: BaseModelInfo) -> None:
     """The adapters in adapters/ into the registry (idempotent); never stops the service from starting."""
+    from bioinstruct.publishing import PublishTarget
     from bioinstruct.registry import RegistryError, open_registry
     from bioinstruct.shipped import ShippedError, default_root, publish_shipped
 
@@ -471,7 +472,6 @@ def _publish_shipped(settings: ServiceSettings, core: CoreSettings, engine: Engi
         return
     try:
         registry = open_registry(core=core)
-        publish_shipped(registry, base.fingerprint, engine.adapter_limits(base.hidden_size),
-                        root=root, say=log.info)
+        publish_shipped(registry, PublishTarget.of(base, engine), root=root, say=log.info)
     except (RegistryError, ShippedError, OSError) as exc:
         log.error("shipped adapters not published (the service starts without them): %s", exc)

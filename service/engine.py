@@ -21,17 +21,18 @@ from typing import Literal
 import httpx
 from bioinstruct.service.engine_guard import die_with_parent
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from bioinstruct.adapter_files import DEFAULT_LORA_MODULES, DEFAULT_MAX_LORA_RANK, AdapterLimits
+from bioinstruct.adapter_files import EngineLimits
 from bioinstruct.settings import offline_env
 from bioinstruct.vllm_plugin import FAST_CPU_LORA_ENV, registry_resolver
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
-class EngineSettings(BaseSettings):
-    """How the engine is started. CPU defaults come from measurements on a 2-core AVX2 box."""
+class EngineSettings(EngineLimits):
+    """How the engine is started (its LoRA limits from EngineLimits). CPU defaults come from
+    measurements on a 2-core AVX2 box."""
 
     model_config = SettingsConfigDict(env_prefix="BIOINSTRUCT_ENGINE_", extra="ignore")
 
@@ -44,14 +45,7 @@ class EngineSettings(BaseSettings):
     max_num_seqs: int | None = None
     max_loras: int = 4  # adapters in one batch: the shipped four (qa, ie, gen, all); one more swaps in by LRU eviction
     max_cpu_loras: int = 8
-    max_lora_rank: int = DEFAULT_MAX_LORA_RANK
     enable_lora: bool = True  # False: plain vLLM, base model only (benchmarks' ceiling)
-    # Layers that get LoRA in the engine, in vLLM's fused names. On CPU every LoRA layer costs
-    # time even where an adapter has no weights: restricting it to where our adapters train
-    # (q/k/v/o) measured 1.9x one adapter and 2.4x three (docs/BENCHMARKS.md §2). Adapters with
-    # weights elsewhere are refused at publish (the engine would silently drop those deltas).
-    # An empty list puts LoRA on every layer.
-    lora_target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_LORA_MODULES))
     # CPU only: grouped LoRA kernels from our vLLM plugin (bioinstruct/vllm_plugin/cpu_lora.py)
     # instead of vLLM's per-token weight gather; False runs vLLM's own (docs/BENCHMARKS.md).
     fast_cpu_lora: bool = True
@@ -72,11 +66,6 @@ class EngineSettings(BaseSettings):
     startup_timeout_s: float = 600.0
     stop_grace_s: float = 20.0
     log_dir: Path | None = None
-
-    def adapter_limits(self, base_hidden_size: int | None) -> AdapterLimits:
-        """What this engine can load, for the registry's checks of every adapter before it is served."""
-        return AdapterLimits(base_hidden_size=base_hidden_size, max_rank=self.max_lora_rank,
-                             lora_modules=self.lora_target_modules)
 
     @field_validator("host")
     @classmethod

@@ -31,6 +31,7 @@ from bioinstruct.service.settings import ServiceSettings
 from bioinstruct.service.supervisor import EngineSupervisor
 
 from bioinstruct.model import BaseModelInfo, inspect_base_model
+from bioinstruct.publishing import PublishTarget
 from bioinstruct.registry import open_registry
 from bioinstruct.settings import CoreSettings
 
@@ -69,7 +70,9 @@ class Gateway:
             connect_timeout_s=settings.engine_connect_timeout_s,
         )
         self.client = self.supervisor.client
-        self.adapter_limits = self.engine_settings.adapter_limits(self.base.hidden_size)
+        # What every adapter this gateway publishes, verifies or loads must fit.
+        self.publish_target = PublishTarget.of(self.base, self.engine_settings)
+        self.adapter_limits = self.publish_target.limits
         self.adapters = AdapterManager(
             self.registry, self.client, self.base,
             limits=self.adapter_limits,

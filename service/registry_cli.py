@@ -15,13 +15,13 @@ import typer
 
 from bioinstruct.registry import (
     CATEGORIES,
+    Provenance,
     Registry,
     RegistryError,
     open_registry,
     parse_ref,
     parse_split,
 )
-from bioinstruct.settings import core_settings
 
 adapters_app = typer.Typer(no_args_is_help=True, help="List, publish, alias, roll back and delete adapter versions.")
 REGISTRY = typer.Option(None, "--registry", help="Registry root or fsspec URL (default BIOINSTRUCT_REGISTRY or <home>/registry)")
@@ -31,16 +31,15 @@ def _registry(url: str | None) -> Registry:
     return open_registry(url)
 
 
-def _base_and_limits():
-    from bioinstruct.service.engine import EngineSettings
-
-    from bioinstruct.model import BaseModelError, inspect_base_model
+def _target():
+    """The configured base model and engine every adapter here is checked against."""
+    from bioinstruct.model import BaseModelError
+    from bioinstruct.publishing import PublishTarget
 
     try:
-        base = inspect_base_model(core_settings().base_model_dir)
+        return PublishTarget.from_settings()
     except BaseModelError as exc:
         raise _fail(exc) from exc
-    return base, EngineSettings().adapter_limits(base.hidden_size)
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -88,10 +87,13 @@ def publish_cmd(
     """Publish a folder as the next immutable version of NAME (checked as the admin API checks)."""
     if not folder.is_dir():
         raise _fail(ValueError(f"{folder} is not a folder"))
-    base, limits = _base_and_limits()
+    from bioinstruct.publishing import publish_adapter
+
+    if category.upper() not in CATEGORIES:
+        raise _fail(ValueError(f"--category {category!r} is not one of {', '.join(CATEGORIES)}"))
+    provenance = Provenance(name=name, category=category, description=description)
     try:
-        manifest = _registry(registry).publish(folder, name=name, category=category, base_fingerprint=base.fingerprint,
-                                               base_model=base.path, limits=limits, description=description, alias=alias)
+        manifest = publish_adapter(folder, provenance, _target(), registry=_registry(registry), alias=alias)
     except RegistryError as exc:
         raise _fail(exc) from exc
     typer.echo(f"published {manifest.ref}" + (f"; alias {alias} -> {manifest.ref}" if alias else ""))
@@ -106,12 +108,12 @@ def alias_cmd(
     registry: str = REGISTRY,
 ) -> None:
     """Point ALIAS at a version, or split its traffic between versions by weight (a canary)."""
-    base, limits = _base_and_limits()
+    target = _target()
     reg = _registry(registry)
     try:
         weights = parse_split(targets)
         for ref in (weights or targets):
-            reg.verify(*parse_ref(ref), base_fingerprint=base.fingerprint, limits=limits)
+            reg.verify(*parse_ref(ref), base_fingerprint=target.base_fingerprint, limits=target.limits)
         rec = reg.set_alias(alias, weights or targets[0], expected_generation=expect_generation)
     except RegistryError as exc:
         raise _fail(exc) from exc
@@ -180,9 +182,8 @@ def publish_shipped_cmd(registry: str = REGISTRY) -> None:
     """Publish the adapters shipped in adapters/ (what `bioinstruct serve` does on start)."""
     from bioinstruct.shipped import ShippedError, publish_shipped
 
-    base, limits = _base_and_limits()
     try:
-        publish_shipped(_registry(registry), base.fingerprint, limits, say=typer.echo)
+        publish_shipped(_registry(registry), _target(), say=typer.echo)
     except (RegistryError, ShippedError) as exc:
         raise _fail(exc) from exc
 

@@ -241,6 +241,7 @@ def docs_gateway(engine, core, tmp_path_factory):
     """A gateway with its own registry holding the shipped adapters (the shared live_service's
     tests publish their own `qa`), and a copy of adapters/qa under its publish root as docs-qa."""
     from bioinstruct.model import inspect_base_model
+    from bioinstruct.publishing import PublishTarget
     from bioinstruct.registry import Registry
     from bioinstruct.shipped import publish_shipped
 
@@ -250,8 +251,7 @@ def docs_gateway(engine, core, tmp_path_factory):
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         shutil.copy(ROOT / "adapters" / "qa" / name, publish_root / "docs-qa" / name)
     base = inspect_base_model(engine.model_dir)
-    limits = engine.settings.adapter_limits(base.hidden_size)
-    lines = publish_shipped(Registry(registry), base.fingerprint, limits, root=ROOT / "adapters",
+    lines = publish_shipped(Registry(registry), PublishTarget.of(base, engine.settings), root=ROOT / "adapters",
                             say=lambda *_: None)
     assert len(lines) == 4, lines
     with ExtraGateway(engine, core, registry, admin_token=ADMIN_TOKEN, publish_root=publish_root) as gw:

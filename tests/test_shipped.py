@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bioinstruct.adapter_files import AdapterLimits
+from bioinstruct.publishing import PublishTarget
 from bioinstruct.registry import Registry
 from bioinstruct.shipped import ShippedError, load_shipped, publish_shipped, write_shipped
 
@@ -31,23 +32,23 @@ def shipped_root(make_lora, tmp_path) -> Path:
 
 def test_publishes_once_and_points_missing_aliases(shipped_root, tmp_path):
     reg = Registry(tmp_path / "registry")
-    lines = publish_shipped(reg, FP, AdapterLimits(max_rank=16), root=shipped_root, say=lambda _: None)
+    lines = publish_shipped(reg, PublishTarget(base_fingerprint=FP, limits=AdapterLimits(max_rank=16)), root=shipped_root, say=lambda _: None)
     assert sorted(reg.aliases()) == ["gen", "ie"] and reg.alias("ie").target == "bioinstruct-ie@1"
     assert all("published" in line for line in lines)
     assert reg.manifest("bioinstruct-ie", 1).metrics["dev"] == {"score": 0.5}
     # second start: nothing new
-    again = publish_shipped(reg, FP, root=shipped_root, say=lambda _: None)
+    again = publish_shipped(reg, PublishTarget(base_fingerprint=FP), root=shipped_root, say=lambda _: None)
     assert all("already published" in line for line in again)
     assert reg.versions("bioinstruct-ie") == [1]
     # an operator's alias choice survives restarts
     reg.publish(shipped_root / "gen", name="team-ie", category="IE", base_fingerprint=FP, alias="ie")
-    publish_shipped(reg, FP, root=shipped_root, say=lambda _: None)
+    publish_shipped(reg, PublishTarget(base_fingerprint=FP), root=shipped_root, say=lambda _: None)
     assert reg.alias("ie").target == "team-ie@1"
 
 
 def test_another_base_model_skips_them_with_one_line_each(shipped_root, tmp_path):
     reg = Registry(tmp_path / "registry")
-    lines = publish_shipped(reg, "b" * 32, root=shipped_root, say=lambda _: None)
+    lines = publish_shipped(reg, PublishTarget(base_fingerprint="b" * 32), root=shipped_root, say=lambda _: None)
     assert len(lines) == 2 and all("skipped" in line and "not on this base model" in line for line in lines)
     assert reg.manifests() == [] and reg.aliases() == {}
 

@@ -16,7 +16,7 @@ import yaml
 from bioinstruct.training.formats import DataFormat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bioinstruct.adapter_files import DEFAULT_LORA_MODULES, DEFAULT_MAX_LORA_RANK, engine_layer
+from bioinstruct.adapter_files import EngineLimits, engine_layer
 
 DEFAULT_CONFIG = "cpu-smollm2"
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
@@ -50,11 +50,15 @@ class TrainConfig(BaseModel):
     target_modules: list[str] | Literal["all-linear"] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
     )
-    # The serving engine refuses adapters above its max LoRA rank (vLLM default 16).
-    engine_max_rank: int = Field(DEFAULT_MAX_LORA_RANK, ge=1)
-    # ... and adapters with weights outside its LoRA layers (BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES;
-    # empty = every layer): checked here so that no training run ends in an unservable adapter.
-    engine_lora_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_LORA_MODULES))
+    # The serving engine refuses adapters above its max LoRA rank and with weights outside its LoRA
+    # layers (empty = every layer): checked here so that no run ends in an unservable adapter.
+    # Both default to the engine's own settings (EngineLimits: BIOINSTRUCT_ENGINE_MAX_LORA_RANK,
+    # BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES); set them to train for another engine.
+    engine_max_rank: int = Field(default_factory=lambda: EngineLimits().max_lora_rank, ge=1)
+    engine_lora_modules: list[str] = Field(default_factory=lambda: EngineLimits().lora_target_modules)
+
+    def engine_limits(self) -> EngineLimits:
+        return EngineLimits(max_lora_rank=self.engine_max_rank, lora_target_modules=self.engine_lora_modules)
 
     # Optimisation
     learning_rate: float = Field(2e-4, gt=0, lt=1)

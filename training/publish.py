@@ -14,8 +14,8 @@ from typing import Any
 from bioinstruct.training.checkpoint import write_json_atomic
 from bioinstruct.training.config import TrainConfig
 
-from bioinstruct.adapter_files import AdapterLimits
-from bioinstruct.registry import Manifest, NotFound, open_registry
+from bioinstruct.publishing import PublishTarget, publish_adapter
+from bioinstruct.registry import Manifest, NotFound, Provenance, open_registry
 
 PUBLISHED = "published.json"
 
@@ -71,19 +71,13 @@ def publish_run(job, run_dir: Path, summary: dict[str, Any], base, registry_url:
                 return manifest
     metrics = {k: summary.get(k) for k in ("train_loss", "eval_loss", "eval_loss_initial", "tokens_per_s",
                                            "wall_time_s", "train_time_s")}
-    manifest = registry.publish(
-        run_dir / "adapter",
-        name=job.name,
-        category=job.category,
-        base_fingerprint=base.fingerprint,
-        base_model=base.path,
-        limits=AdapterLimits(base_hidden_size=base.hidden_size, max_rank=cfg.engine_max_rank,
-                             lora_modules=cfg.engine_lora_modules),
+    provenance = Provenance(
+        name=job.name, category=job.category, training=training_record(run_dir, summary, cfg), metrics=metrics,
         description=job.description or f"LoRA r={cfg.rank} on {job.category} instructions ({run_dir.name})",
-        training=training_record(run_dir, summary, cfg),
-        metrics=metrics,
-        alias=job.alias,
     )
+    # Checked against the engine the run was configured for (TrainConfig.engine_*).
+    target = PublishTarget.of(base, cfg.engine_limits())
+    manifest = publish_adapter(run_dir / "adapter", provenance, target, registry=registry, alias=job.alias)
     write_json_atomic(marker, {"registry": registry_url, "name": manifest.name, "version": manifest.version,
                                "ref": manifest.ref, "alias": job.alias})
     say(f"published {manifest.ref} to {registry_url}" + (f"; alias {job.alias} -> {manifest.ref}" if job.alias else ""))

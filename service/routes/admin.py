@@ -24,7 +24,8 @@ from bioinstruct.service.protocol import (
 from fastapi import APIRouter, Depends
 from fastapi import Path as PathParam
 
-from bioinstruct.registry import NAME_PATTERN, AliasRecord, RegistryError, parse_ref
+from bioinstruct.publishing import publish_adapter
+from bioinstruct.registry import NAME_PATTERN, AliasRecord, Provenance, RegistryError, parse_ref
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 # Path parameters say in the schema what the registry accepts (an invalid one is a 400 either way).
@@ -78,11 +79,8 @@ def _publish_folder(gw: Gateway, relative: str) -> Path:
              summary="Publish a peft LoRA folder (under the publish root) as a new immutable version")
 async def publish(body: PublishRequest, gw: Gateway = Depends(get_admin)) -> AdapterVersionOut:
     folder = _publish_folder(gw, body.path)
-    manifest = await asyncio.to_thread(
-        gw.registry.publish, folder, name=body.name, category=body.category,
-        base_fingerprint=gw.base.fingerprint, base_model=gw.base.path, limits=gw.adapter_limits,
-        description=body.description,
-    )
+    provenance = Provenance(name=body.name, category=body.category, description=body.description)
+    manifest = await asyncio.to_thread(publish_adapter, folder, provenance, gw.publish_target, registry=gw.registry)
     if body.alias:
         await _point(gw, body.alias, manifest.ref)
     return AdapterVersionOut(ref=manifest.ref, loaded=manifest.ref in gw.adapters.loaded,
