@@ -286,14 +286,15 @@ class AdapterManager:
     async def _make_room(self) -> None:
         """At most `capacity` versions resident: unload the least recently used that no request
         holds, versions outside every route and not preloaded first. Caller holds the lock."""
-        if len(self.loaded) <= self.capacity:
-            return
-        routed = {ref for split in self.splits.values() for ref, _ in split}
-        keep = {ref for alias in self.preload for ref, _ in self.splits.get(alias, ())}
-        candidates = sorted((r for r in self.loaded if not self.inflight.get(r) and r not in keep),
-                            key=lambda r: (r in routed, self.last_used.get(r, 0.0)))
-        while len(self.loaded) > self.capacity and candidates:
-            ref = candidates.pop(0)
+        while len(self.loaded) > self.capacity:
+            # Chosen afresh before each unload: a request may lease a version while one awaits.
+            routed = {ref for split in self.splits.values() for ref, _ in split}
+            keep = {ref for alias in self.preload for ref, _ in self.splits.get(alias, ())}
+            candidates = sorted((r for r in self.loaded if not self.inflight.get(r) and r not in keep),
+                                key=lambda r: (r in routed, self.last_used.get(r, 0.0)))
+            if not candidates:
+                return
+            ref = candidates[0]
             try:
                 await self._unload(ref)
             except APIError as exc:
