@@ -13,7 +13,10 @@ private), so the gateway re-exports them, each family once, with vLLM's types an
 - vllm:lora_requests_info    resident adapters under the names a request uses (each
                              version's name@version and every alias routed to it), adapters
                              being loaded for waiting requests, max_lora = how many versions
-                             this replica keeps resident; value = now (the newest series wins)
+                             this replica keeps resident plus the extra names listed (the
+                             picker counts names against max_lora to find a free slot, and a
+                             version listed under its alias too still takes one slot);
+                             value = now (the newest series wins)
 
 The engine's text is fetched at scrape time (loopback, ~1 ms) and parsed with
 prometheus_client's parser; a family the engine did not report is left out rather than
@@ -73,13 +76,13 @@ class LoraState:
     max_lora: int
 
 
-def _names(refs: dict[str, list[str]]) -> str:
+def _names(refs: dict[str, list[str]]) -> list[str]:
     names: list[str] = []
     for ref in sorted(refs):
         for name in (*sorted(refs[ref]), ref):
             if name not in names:
                 names.append(name)
-    return ",".join(names)
+    return names
 
 
 class ModelServerCollector:
@@ -106,6 +109,8 @@ class ModelServerCollector:
         if self.lora_state is not None:
             family = GaugeMetricFamily("vllm:lora_requests_info", HELP["vllm:lora_requests_info"],
                                        labels=["max_lora", "running_lora_adapters", "waiting_lora_adapters"])
-            family.add_metric([str(self.lora_state.max_lora), _names(self.lora_state.resident),
-                               _names(self.lora_state.loading)], time.time())
+            state = self.lora_state
+            running, waiting = _names(state.resident), _names(state.loading)
+            extra = len(running) + len(waiting) - len(state.resident) - len(state.loading)
+            family.add_metric([str(state.max_lora + extra), ",".join(running), ",".join(waiting)], time.time())
             yield family

@@ -47,7 +47,11 @@ def test_live_metrics_carry_each_protocol_family_once(live_service, make_lora):
     (lora,) = families["vllm:lora_requests_info"].samples
     resident = lora.labels["running_lora_adapters"].split(",")
     assert ref in resident and "msp" in resident  # the names a request uses: the version and its alias
-    assert int(lora.labels["max_lora"]) == live_service.gateway.adapters.capacity
+    waiting_names = [n for n in lora.labels["waiting_lora_adapters"].split(",") if n]
+    versions = [n for n in resident + waiting_names if "@" in n]
+    # one slot per version: the alias names listed beside their versions raise max_lora as much
+    assert int(lora.labels["max_lora"]) == (live_service.gateway.adapters.capacity
+                                            + len(resident) + len(waiting_names) - len(versions))
     assert abs(lora.value - time.time()) < 60  # a timestamp: the newest series wins
 
 
@@ -95,3 +99,9 @@ def test_the_replica_holding_the_adapter_wins_the_pickers_affinity():
         assert max(scores, key=scores.get) == "holds"
     free = _scrape({"team-0@1": []}, {}, max_lora=4)
     assert picker_lora_affinity(free, "ie") == 0.8
+    # versions listed under their aliases too take one slot each: 3 of 4 slots used is a free slot,
+    # 4 of 4 is full, however many names each carries
+    aliased = _scrape({f"team-{i}@1": [f"t{i}", f"u{i}"] for i in range(3)}, {}, max_lora=4)
+    assert picker_lora_affinity(aliased, "ie") == 0.8 and picker_lora_affinity(aliased, "u1") == 1.0
+    aliased_full = _scrape({f"team-{i}@1": [f"t{i}"] for i in range(4)}, {}, max_lora=4)
+    assert picker_lora_affinity(aliased_full, "ie") == 0
