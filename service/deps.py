@@ -45,6 +45,11 @@ async def get_admin(request: Request, gateway: Gateway = Depends(get_gateway)) -
     return gateway
 
 
+async def get_admin_models(gateway: Gateway = Depends(get_admin)) -> ServingModels:
+    """The models object, for an admin caller."""
+    return gateway.servings.models
+
+
 async def get_qa_serving(gateway: Gateway = Depends(get_gateway)) -> QAServing:
     return gateway.servings.qa
 
