@@ -24,8 +24,9 @@ class DatasetError(RuntimeError):
 def _path(data_dir: Path, *parts: str) -> Path:
     path = data_dir.joinpath(*parts)
     if not path.is_file():
-        raise DatasetError(f"{path} is missing: point BIOINSTRUCT_DATA_DIR (or --data-dir) at the "
-                           "shared data folder (see ../shared/data/README.md)")
+        raise DatasetError(f"{path} is missing: run `bioinstruct data fetch` (every dataset, checksummed), "
+                           "or point BIOINSTRUCT_DATA_DIR (or --data-dir) at a data folder laid out as "
+                           "docs/DATA.md says")
     return path
 
 
@@ -50,6 +51,11 @@ def pubmedqa(data_dir: Path, split: str) -> list[dict[str, Any]]:
 def bc5cdr(data_dir: Path, split: str) -> list[dict[str, Any]]:
     """split train/devel/test: {id, tokens, tags, entities[{text, type, start_tok, end_tok}]}."""
     return list(_jsonl(_path(data_dir, "bc5cdr", f"{split}.entities.jsonl")))
+
+
+def bc2gm(data_dir: Path, split: str) -> list[dict[str, Any]]:
+    """BioCreative II gene mentions, split train/devel/test, in BC5CDR's layout (type GENE)."""
+    return list(_jsonl(_path(data_dir, "bc2gm", f"{split}.entities.jsonl")))
 
 
 def bc5cdr_text(item: dict[str, Any]) -> str:

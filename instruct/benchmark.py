@@ -221,9 +221,11 @@ def step_strip_markers(record: dict, *, field: str, markers: dict[str, Sequence[
 
 
 def step_token_spans(record: dict, *, tokens: str = "tokens", entities: str = "entities", sep: str = " ",
-                     text_into: str = "text", spans_into: str = "gold_spans") -> dict:
+                     text_into: str = "text", spans_into: str = "gold_spans",
+                     types: dict[str, str] | None = None) -> dict:
     """Tokens joined with `sep` into a text, and token-indexed entities ({type, start_tok,
-    end_tok exclusive}) into character spans [start, end, type] of that text."""
+    end_tok exclusive}) into character spans [start, end, type] of that text; `types` renames a
+    corpus's type to the one requests use (BC2GM's GENE is Gene)."""
     toks = record.get(tokens)
     if not isinstance(toks, list):
         raise TaskError(f"token_spans: field {tokens!r} is not a list of tokens")
@@ -238,7 +240,7 @@ def step_token_spans(record: dict, *, tokens: str = "tokens", entities: str = "e
         if not 0 <= s < e <= len(toks):
             raise TaskError(f"token_spans: entity {ent} is outside the {len(toks)} tokens")
         start, end = starts[s], starts[e - 1] + len(toks[e - 1])
-        spans.append([start, end, ent["type"]])
+        spans.append([start, end, (types or {}).get(ent["type"], ent["type"])])
     return {**record, text_into: text, spans_into: spans}
 
 
@@ -399,8 +401,9 @@ class TaskSpec(_Strict):
         root = Path(data_dir) if data_dir is not None else _default_data_dir()
         path = root / spec.path
         if not path.is_file():
-            raise TaskError(f"task {self.name}: data file {path} not found; point BIOINSTRUCT_DATA_DIR "
-                            f"(or --data-dir) at the shared data folder")
+            raise TaskError(f"task {self.name}: data file {path} not found; run `bioinstruct data fetch` "
+                            f"(it lays out every dataset, checksummed), or point BIOINSTRUCT_DATA_DIR "
+                            f"(or --data-dir) at a data folder laid out as docs/DATA.md says")
         records = LOADERS[spec.loader](path)
         if spec.select is not None:
             records = spec.select.apply(records)

@@ -618,3 +618,15 @@ def test_deploy_doc_names_real_values_metrics_and_routes():
         assert base in exported, f"DEPLOY.md names metric {metric}, which the gateway does not export"
     for route in ("/health/live", "/health/ready", "/metrics", "/admin/aliases/"):
         assert route in text, route
+
+
+def test_every_metric_the_gateway_exports_is_in_deploys_table():
+    """docs/DEPLOY.md's "Metrics" table lists every family the gateway registers (one added to
+    service/metrics.py without a row fails here)."""
+    from bioinstruct.service.metrics import Metrics
+
+    section = DEPLOY_DOC.read_text().split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    names = {m.name for m in Metrics().registry.collect() if m.name.startswith("bioinstruct_")}
+    assert len(names) >= 15
+    missing = sorted(n for n in names if f"`{n}" not in section)
+    assert not missing, f"docs/DEPLOY.md's Metrics table lacks {missing}"
