@@ -70,6 +70,13 @@ CATEGORIES: tuple[str, ...] = get_args(Category)
 RESERVED = {"base", "auto"}
 GENERATIONS_KEPT = 20  # alias records kept per alias (each also carries the last 50 targets)
 MAX_WEIGHT = 1000
+CREATE_ATTEMPTS = 4  # a conditional create that meets a concurrent one (S3's 409) is retried
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    """A store's answer that a concurrent conditional write on the same key is in progress."""
+    text = f"{type(exc).__name__} {exc}"
+    return "ConditionalRequestConflict" in text or "409" in text.split()
 
 
 class Provenance(BaseModel):
@@ -302,19 +309,29 @@ class Registry:
             finally:
                 os.unlink(tmp)
             return
-        try:
-            self.fs.pipe_file(path, data, mode="create")
-        except FileExistsError:
-            raise
-        except TypeError:  # an fsspec filesystem without conditional writes (old releases)
-            if self.fs.exists(path):
-                raise FileExistsError(path) from None
-            self.fs.pipe_file(path, data)
-        except Exception as exc:  # noqa: BLE001
-            # Some stores report a failed precondition as a generic error: look again.
-            if self._cat(path) is not None:
-                raise FileExistsError(path) from exc
-            raise self._unavailable(f"writing {path}", exc) from exc
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                self.fs.pipe_file(path, data, mode="create")
+                return
+            except FileExistsError:
+                raise
+            except TypeError:  # an fsspec filesystem without conditional writes (old releases)
+                log.warning("%s cannot write conditionally: creating %s is check-then-write, not exclusive",
+                            type(self.fs).__name__, path)
+                if self.fs.exists(path):
+                    raise FileExistsError(path) from None
+                self.fs.pipe_file(path, data)
+                return
+            except Exception as exc:  # noqa: BLE001
+                # Some stores report a failed precondition as a generic error: look again.
+                if self._cat(path) is not None:
+                    raise FileExistsError(path) from exc
+                # S3 answers 409 ConditionalRequestConflict to a conditional write racing another
+                # on the same key: neither has won yet, so try again (then 412, or success).
+                if _is_conflict(exc) and attempt + 1 < CREATE_ATTEMPTS:
+                    time.sleep(0.05 * 2 ** attempt)
+                    continue
+                raise self._unavailable(f"writing {path}", exc) from exc
 
     def _read_json(self, path: str) -> dict[str, Any] | None:
         data = self._cat(path)

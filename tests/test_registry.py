@@ -6,13 +6,21 @@ import json
 import os
 import shutil
 import struct
+import uuid
 from pathlib import Path
 
 import pytest
 
 from bioinstruct import registry as registry_mod
 from bioinstruct.adapter_files import AdapterLimits
-from bioinstruct.registry import Conflict, NotFound, Registry, RegistryError, parse_ref
+from bioinstruct.registry import (
+    Conflict,
+    NotFound,
+    Registry,
+    RegistryError,
+    RegistryUnavailable,
+    parse_ref,
+)
 
 FP = "f" * 32
 
@@ -244,3 +252,25 @@ def test_remote_manifest_file_names_are_not_used_as_paths(tmp_path, lora):
     with pytest.raises(RegistryError, match="unexpected files"):
         reg.local_folder("bio-qa", m.version)
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_a_create_racing_another_on_the_same_key_is_retried(make_lora, tmp_path, monkeypatch):
+    """S3 answers a conditional write that races another on the same key with 409
+    ConditionalRequestConflict: not a failure of the store, and not yet a lost race."""
+    reg = Registry(f"memory://conflict-{uuid.uuid4().hex}/reg", cache_dir=tmp_path / "cache")
+    real = reg.fs.pipe_file
+    conflicts = []
+
+    def pipe_file(path, data, **kwargs):
+        if kwargs.get("mode") == "create" and path.endswith("manifest.json") and not conflicts:
+            conflicts.append(path)
+            raise OSError("An error occurred (ConditionalRequestConflict) when calling the PutObject operation")
+        return real(path, data, **kwargs)
+
+    monkeypatch.setattr(reg.fs, "pipe_file", pipe_file)
+    m = reg.publish(make_lora(seed=5), name="raced", category="QA", base_fingerprint=FP)
+    assert conflicts and m.ref == "raced@1" and reg.versions("raced") == [1]
+    # a store that keeps failing is unavailable, and says so
+    monkeypatch.setattr(reg.fs, "pipe_file", lambda *a, **k: (_ for _ in ()).throw(OSError("ConditionalRequestConflict")))
+    with pytest.raises(RegistryUnavailable):
+        reg.publish(make_lora(seed=5), name="raced", category="QA", base_fingerprint=FP)
