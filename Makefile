@@ -61,7 +61,7 @@ adapters: model data
 	$(BIN)/bioinstruct convert
 	$(BIN)/bioinstruct decontaminate data/converted/meqsum.train.jsonl reports/generation/selfinstruct.jsonl \
 		--train-dir data/train-si --report-dir data/reports-si  # gen's data: MeQSum + Self-Instruct
-	$(BIN)/python scripts/ship_adapters.py train
+	$(BIN)/bioinstruct ship train
 
 bench: model data
 	$(BIN)/bioinstruct bench all

@@ -146,9 +146,14 @@ def _register_subcommands() -> None:
         module.register(app)
 
 
-def main() -> None:
+def main_app() -> typer.Typer:
+    """The whole CLI, every package's commands registered (to call a command in-process)."""
     _register_subcommands()
-    app()
+    return app
+
+
+def main() -> None:
+    main_app()()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -62,12 +61,9 @@ def start(name: str, registry: str, env: dict[str, str], logs: Path) -> tuple[su
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    from bioinstruct.service.engine import stop_process_group
+
+    stop_process_group(proc, grace=60)
 
 
 def complete(url: str, model: str, session: str | None = None) -> tuple[int, str | None, float]:

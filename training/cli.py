@@ -81,6 +81,10 @@ def _run(job, quiet: bool):
 
 
 def register(app: typer.Typer) -> None:
+    from bioinstruct.training.ship import ship_app
+
+    app.add_typer(ship_app, name="ship")
+
     @app.command("train")
     def train_cmd(
         data: list[Path] = typer.Option(None, "--data", "-d", help=(

@@ -1,19 +1,19 @@
-"""Train, package and record the shipped adapters (adapters/<alias>/): `make adapters`.
+"""Train, package and record the shipped adapters (adapters/<alias>/): the training -> shipped
+stage, `make adapters`.
 
-    python scripts/ship_adapters.py train [ALIAS ...]     # train (resumable) and package
-    python scripts/ship_adapters.py package ALIAS         # copy a finished run into adapters/
-    python scripts/ship_adapters.py record ALIAS KEY FILE # add an eval/gate result to shipped.json
+    bioinstruct ship train [ALIAS ...]     # train each recipe (resumable) and package it
+    bioinstruct ship package ALIAS         # copy a finished run into adapters/
+    bioinstruct ship record ALIAS KEY FILE # add an eval/gate result to shipped.json
 
-Recipes: adapters/recipes.yaml. Runs go to runs/ship-<alias> (never committed); only the peft
-files and shipped.json land in adapters/<alias>/.
+Recipes: adapters/recipes.yaml (every key a `bioinstruct train` option). Runs go to
+<home>/runs/ship-<alias> (never committed); only the peft files and shipped.json land in
+adapters/<alias>/.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import typer
@@ -23,44 +23,59 @@ from bioinstruct.adapter_files import ADAPTER_FILES
 from bioinstruct.settings import core_settings
 from bioinstruct.shipped import SHIPPED_FILE, ShippedAdapter, write_shipped
 
-app = typer.Typer(no_args_is_help=True, add_completion=False)
-HOME = core_settings().home
-ROOT = HOME / "adapters"
+ship_app = typer.Typer(no_args_is_help=True, add_completion=False,
+                       help="Train, package and record the shipped adapters (adapters/recipes.yaml).")
+
+
+def _home() -> Path:
+    return core_settings().home
+
+
+def _root() -> Path:
+    return _home() / "adapters"
 
 
 def _recipes() -> dict[str, dict]:
-    return yaml.safe_load((ROOT / "recipes.yaml").read_text())
+    return yaml.safe_load((_root() / "recipes.yaml").read_text())
 
 
 def _run_dir(alias: str) -> Path:
-    return HOME / "runs" / f"ship-{alias}"
+    return _home() / "runs" / f"ship-{alias}"
 
 
-@app.command()
+@ship_app.command()
 def train(aliases: list[str] = typer.Argument(None, help="Default: every recipe")) -> None:
     """Train each recipe from scratch (or resume it), then package it."""
+    from bioinstruct.cli import main_app
+
     recipes = _recipes()
+    unknown = [a for a in aliases or [] if a not in recipes]
+    if unknown:
+        raise typer.BadParameter(f"no recipe {unknown} in adapters/recipes.yaml; there are {list(recipes)}")
     for alias in aliases or list(recipes):
         recipe = recipes[alias]
-        cmd = [sys.executable, "-m", "bioinstruct.cli", "train", "--category", recipe["category"],
-               "--name", recipe["name"], "--out", str(_run_dir(alias)), "--no-publish"]
+        args = ["train", "--category", recipe["category"], "--name", recipe["name"], "--out", str(_run_dir(alias)),
+                "--no-publish"]
         for path in recipe["data"]:
-            cmd += ["--data", str(HOME / path)]
+            args += ["--data", str(_home() / path)]
         for key, value in recipe.get("train", {}).items():
-            cmd += [f"--{key.replace('_', '-')}", str(value)]
-        typer.secho(f"== {alias}: {' '.join(cmd[2:])}", bold=True)
-        subprocess.run(cmd, check=True)
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        typer.secho(f"== {alias}: bioinstruct {' '.join(args)}", bold=True)
+        # In this process, as `bioinstruct train` would run it (a failure stops here, nonzero).
+        code = main_app()(args, standalone_mode=False)
+        if code:
+            raise typer.Exit(code)
         package(alias)
 
 
-@app.command()
+@ship_app.command()
 def package(alias: str) -> None:
     """Copy runs/ship-<alias>/adapter into adapters/<alias>/ with its shipped.json."""
     recipe = _recipes()[alias]
     run = _run_dir(alias)
     summary = json.loads((run / "metrics.json").read_text())
     info = json.loads((run / "run.json").read_text())
-    dest = ROOT / alias
+    dest = _root() / alias
     dest.mkdir(parents=True, exist_ok=True)
     for name in ADAPTER_FILES:
         shutil.copyfile(run / "adapter" / name, dest / name)
@@ -80,11 +95,11 @@ def package(alias: str) -> None:
 
 
 def _load(alias: str) -> ShippedAdapter | None:
-    path = ROOT / alias / SHIPPED_FILE
+    path = _root() / alias / SHIPPED_FILE
     return ShippedAdapter.model_validate_json(path.read_text()) if path.is_file() else None
 
 
-@app.command()
+@ship_app.command()
 def record(alias: str, key: str, file: Path) -> None:
     """Store a result (JSON file: an eval summary or a gate decision) under metrics[KEY] (or gate)."""
     item = _load(alias)
@@ -96,7 +111,7 @@ def record(alias: str, key: str, file: Path) -> None:
         fields["gate"] = value
     else:
         fields["metrics"] = {**item.metrics, key: value}
-    write_shipped(ROOT / alias, **fields)
+    write_shipped(_root() / alias, **fields)
     typer.echo(f"adapters/{alias}/{SHIPPED_FILE}: {key} recorded")
 
 
@@ -111,7 +126,3 @@ def _summary(report: dict) -> dict:
                 "ci_low", "ci_high", "n", "min_delta", "decision", "reason", "command", "finished_at")
         return {k: report.get(k) for k in keep}
     return report
-
-
-if __name__ == "__main__":
-    app()
