@@ -328,6 +328,41 @@ def load_main(
     out.print(f"→ {run_dir}")
 
 
+@eval_app.command("entity-types")
+def eval_entity_types(
+    split: str = typer.Option("dev", help="Split of bc5cdr and bc2gm (settings are chosen on dev)"),
+    limit: int = typer.Option(150, min=1, help="Items per corpus (the task files' fixed random sample)"),
+    adapter: str = typer.Option(None, help="base | an alias | name@version; default: the route's default"),
+    base_url: str = typer.Option(None, help="Gateway URL (env BIOINSTRUCT_EVAL_BASE_URL)"),
+    api_key: str = typer.Option(None, help="Bearer key for the gateway (env BIOINSTRUCT_EVAL_API_KEY)"),
+    concurrency: int = typer.Option(4, min=1, help="Requests in flight"),
+    data_dir: Path = typer.Option(None, help="Data folder (env BIOINSTRUCT_DATA_DIR)"),
+    out_dir: Path = typer.Option(..., "--out", help="Writes entity_types.json, .md and .png here"),
+    title: str = typer.Option("Entity types requested", help="Title of the Markdown report"),
+) -> None:
+    """Per type, precision and recall with each subset of types requested (BC5CDR: Chemical,
+    Disease; BC2GM: Gene), through /extract: does the service honour the types asked for?"""
+    from rich.progress import Progress
+
+    from bioinstruct.eval.entity_types import MATRIX, run_matrix, write
+
+    settings = _settings()
+    total = sum(len(spec["subsets"]) for spec in MATRIX.values())
+    try:
+        with Progress(console=console) as bar:
+            job = bar.add_task("entity types", total=total)
+            result = asyncio.run(run_matrix(
+                base_url or settings.base_url, split=split, limit=limit, adapter=adapter, concurrency=concurrency,
+                data_dir=data_dir, api_key=_secret(api_key, settings.api_key),
+                progress=lambda what: bar.update(job, advance=1, description=what)))
+    except TaskError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    paths = write(result, out_dir, title)
+    typer.echo(paths[1].read_text())
+    out.print(f"→ {out_dir}")
+
+
 load_app.callback()(load_main)
 eval_app.add_typer(load_app, name="load")
 

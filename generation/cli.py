@@ -11,7 +11,7 @@ from bioinstruct.generation.settings import GenerationSettings, data_root
 
 from bioinstruct.settings import CoreSettings
 
-CONVERTER_NAMES = ("pubmedqa", "bc5cdr", "chemprot", "meqsum")
+CONVERTER_NAMES = ("pubmedqa", "bc5cdr", "bc2gm", "chemprot", "meqsum")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -97,7 +97,7 @@ def convert(
     report_dir: Path | None = typer.Option(None, help="Reports (default: <home>/data/reports)."),
     tasks_dir: Path | None = typer.Option(None, help="Extra folder of benchmark task files whose items are kept out of training too (env BIOINSTRUCT_EVAL_TASKS_DIR)."),
 ) -> None:
-    """Convert train splits (PubMedQA trainval, BC5CDR, ChemProt, MeQSum) to instruction records,
+    """Convert train splits (PubMedQA trainval, BC5CDR, BC2GM, ChemProt, MeQSum) to instruction records,
     then decontaminate them against every split of every benchmark task file."""
     from bioinstruct.generation.converters import CONVERTERS
     from bioinstruct.generation.datasets import DatasetError

@@ -8,8 +8,21 @@ template asks for the same output format, which `instruct.parsing` reads back.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 DEFAULT_ENTITY_TYPES = ("Chemical", "Disease")
+# The entity types the IE adapter is taught, grouped by the corpus that annotates them
+# together (BC5CDR: chemicals and diseases; BC2GM: genes and proteins). A type is only ever
+# taught as absent where its corpus annotates it, so a training prompt never mixes groups;
+# the gateway asks the same way (bioinstruct.service.serving.extract).
+ENTITY_TYPE_GROUPS: tuple[tuple[str, ...], ...] = (("Chemical", "Disease"), ("Gene",))
+KNOWN_ENTITY_TYPES = tuple(t for group in ENTITY_TYPE_GROUPS for t in group)
+# How the gateway asks for a request's types (BIOINSTRUCT_EXTRACT_TYPE_STRATEGY; chosen on dev,
+# docs/RESULTS.md "Entity types"): "asked", one prompt with exactly the requested types;
+# "grouped", one prompt per group with the requested types of that group (as in training);
+# "full", every known group in full, so that a mention the adapter calls a Gene is not
+# returned as a Chemical or Disease when only those were requested.
+TypeStrategy = Literal["asked", "grouped", "full"]
 
 QA_WITH_OPTIONS = [
     "Answer the biomedical question. Reply with exactly one of the listed options.",
@@ -62,6 +75,22 @@ def qa_task(
 def entity_task(text: str, entity_types: Sequence[str] = DEFAULT_ENTITY_TYPES, variant: int = 0) -> tuple[str, str]:
     template = ENTITY_INSTRUCTIONS[variant % len(ENTITY_INSTRUCTIONS)]
     return template.format(types=format_types(entity_types)), text
+
+
+def entity_asks(requested: Sequence[str], strategy: TypeStrategy = "grouped") -> list[tuple[str, ...]]:
+    """The type lists to ask for, one prompt each. Requested types the adapter does not know
+    (any label is allowed) are asked together in one more prompt; known ones in group order
+    and with the group's spelling, as training asked them."""
+    known = {t.casefold(): t for t in KNOWN_ENTITY_TYPES}
+    wanted = {t.casefold() for t in requested}
+    if strategy == "asked":
+        return [tuple(known.get(t.casefold(), t) for t in requested)]
+    if strategy == "full" and wanted & set(known):
+        asks = list(ENTITY_TYPE_GROUPS)
+    else:
+        asks = [sub for group in ENTITY_TYPE_GROUPS if (sub := tuple(t for t in group if t.casefold() in wanted))]
+    other = tuple(t for t in dict.fromkeys(requested) if t.casefold() not in known)
+    return asks + ([other] if other else [])
 
 
 def relation_task(text: str, labels: Sequence[str], variant: int = 0) -> tuple[str, str]:

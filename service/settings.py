@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+from bioinstruct.instruct.prompts import TypeStrategy
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -40,6 +41,8 @@ class ServiceSettings(BaseSettings):
     # Route defaults: an alias, "base" or "auto". A missing alias falls back to base.
     qa_adapter: str = "qa"
     extract_adapter: str = "ie"
+    # How /extract asks the adapter for the requested entity types (instruct.prompts.entity_asks).
+    extract_type_strategy: TypeStrategy = "grouped"
     generate_adapter: str = "gen"
     qa_method: Literal["logprob", "constrained", "generate"] = "logprob"
     # Next-token alternatives read per scoring step; an external engine must be started

@@ -277,7 +277,7 @@ def test_conll_and_pubmedqa_steps_reproduce_the_reference_files(tmp_path, data_d
             derive(entry.derive, [data_dir / ds / inp for inp in entry.derive.inputs], out)
             assert sha256(out) == entry.sha256, f"{ds}/{name}"
             checked.append(f"{ds}/{name}")
-    assert len(checked) == 5  # BC5CDR train/devel/test entities, PubMedQA test and trainval
+    assert len(checked) == 8  # BC5CDR and BC2GM train/devel/test entities, PubMedQA test and trainval
 
 
 def _write_xlsx(path: Path, header: list[str], rows: list[list[object]]) -> None:
@@ -339,7 +339,7 @@ def test_every_url_is_pinned_to_a_commit():
             for up in (entry.upstream, entry.derive.upstream if entry.derive else None):
                 if up is not None:
                     urls.append((manifest.raw_url(up), manifest.repositories[up.repo].commit))
-    assert len(urls) == 28  # 25 verbatim files and 3 spreadsheets
+    assert len(urls) == 33  # 30 verbatim files and 3 spreadsheets
     for url, commit in urls:
         assert re.fullmatch(r"[0-9a-f]{40}", commit)
         assert re.match(rf"^https://raw\.githubusercontent\.com/[\w.-]+/[\w.-]+/{commit}/\S+$", url), url

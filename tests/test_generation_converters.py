@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 from bioinstruct.generation.converters import CONVERTERS
-from bioinstruct.generation.datasets import bc5cdr, chemprot, chemprot_unmark, pubmedqa
+from bioinstruct.generation.datasets import bc2gm, bc5cdr, chemprot, chemprot_unmark, pubmedqa
 from bioinstruct.instruct.families import TaskFamily
 from bioinstruct.instruct.parsing import find_spans, match_option, parse_entities
 from bioinstruct.instruct.prompts import (
@@ -20,7 +20,7 @@ from bioinstruct.instruct.prompts import (
 )
 from bioinstruct.instruct.records import InstructionRecord
 
-EXPECTED = {"pubmedqa": 500, "bc5cdr": 4560, "chemprot": 4169, "meqsum": 1000}
+EXPECTED = {"pubmedqa": 500, "bc5cdr": 4560, "bc2gm": 1572, "chemprot": 4169, "meqsum": 1000}
 
 
 @pytest.fixture(scope="module")
@@ -63,29 +63,51 @@ def test_pubmedqa_answers_are_options_and_come_from_trainval_only(converted, dat
     assert set(Counter(r.output for r in records)) == {"yes", "no", "maybe"}
 
 
-def test_bc5cdr_mentions_are_in_the_text_and_parse_back(converted, data_dir):
-    records = converted["bc5cdr"]
-    allowed = {t.format(types=format_types(("Chemical", "Disease"))) for t in ENTITY_INSTRUCTIONS}
-    gold_count = 0
+def _check_entity_records(records, items, groups):
+    """Each record asks for one of `groups` of types and lists exactly the gold mentions of those
+    types (once per type and text), each found in the text and parsed back without loss."""
+    by_id = {item["id"]: item for item in items}
+    gold_count = expected = 0
     for r in records:
-        assert r.category is TaskFamily.IE and r.instruction in allowed
+        types = tuple(r.provenance["types"])
+        assert types in groups
+        assert r.category is TaskFamily.IE
+        assert r.instruction in {t.format(types=format_types(types)) for t in ENTITY_INSTRUCTIONS}
+        item = by_id[r.provenance["item"]]
+        expected += len({(e["type"].capitalize(), e["text"]) for e in item["entities"]
+                         if e["type"].capitalize() in types})
         if r.output == "None":
             continue
         for line in r.output.splitlines():
             etype, mention = line.split(": ", 1)
-            assert etype in ("Chemical", "Disease")
+            assert etype in types, (r.id, line)  # a type not asked for is never answered
             assert find_spans(r.input, mention), (r.id, mention)
             gold_count += 1
-        entities, dropped = parse_entities(r.output, r.input, ["Chemical", "Disease"])
+        entities, dropped = parse_entities(r.output, r.input, list(types))
         assert dropped == 0 and entities
-    # every train mention type-and-text pair is there (listed once per sentence)
-    expected = sum(len({(e["type"], e["text"]) for e in item["entities"]}) for item in bc5cdr(data_dir, "train"))
     assert gold_count == expected
     assert any(r.output == "None" for r in records)
     # About half in ordinary spacing ("L-dopa", "Parkinson's"), as callers write; the rest as the benchmark.
     natural = [r for r in records if r.provenance["spacing"] == "natural"]
     assert 0.4 < len(natural) / len(records) <= 0.5
     assert not any(" - " in r.input or " ' s " in r.input or " ," in r.input for r in natural)
+
+
+def test_bc5cdr_mentions_are_in_the_text_and_parse_back(converted, data_dir):
+    records = converted["bc5cdr"]
+    _check_entity_records(records, bc5cdr(data_dir, "train"), {("Chemical", "Disease"), ("Chemical",), ("Disease",)})
+    # half ask for both types (the benchmark's request), a quarter each type alone
+    share = Counter(tuple(r.provenance["types"]) for r in records)
+    assert share[("Chemical", "Disease")] == len(records) // 2
+    assert abs(share[("Chemical",)] - share[("Disease",)]) <= 2
+
+
+def test_bc2gm_sentences_are_asked_for_genes_only(converted, data_dir):
+    records = converted["bc2gm"]
+    train = bc2gm(data_dir, "train")
+    _check_entity_records(records, train, {("Gene",)})
+    assert {r.provenance["item"] for r in records} <= {item["id"] for item in train}
+    assert sum(r.output != "None" for r in records) > 500
 
 
 def test_chemprot_is_qa_over_the_13_labels_without_markers(converted, data_dir):

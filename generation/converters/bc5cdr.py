@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from bioinstruct.generation.datasets import bc5cdr, bc5cdr_text
+from bioinstruct.generation.datasets import bc5cdr
 from bioinstruct.instruct.families import TaskFamily
 from bioinstruct.instruct.parsing import find_spans
 from bioinstruct.instruct.prompts import DEFAULT_ENTITY_TYPES, entity_output, entity_task
@@ -36,12 +37,25 @@ def natural_text(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
     return text, spans
 
 
+# The type subsets a BC5CDR sentence is asked for, in turn: half of them both types (what the
+# benchmark and most callers ask), a quarter each type alone, so that a request for chemicals
+# only is one the adapter has seen (it otherwise files every salient name under the one type).
+SUBSETS: tuple[tuple[str, ...], ...] = (ENTITY_TYPES, ("Chemical",), ENTITY_TYPES, ("Disease",))
+
+
 def convert_bc5cdr(data_dir: Path) -> list[InstructionRecord]:
-    """Every other sentence in ordinary spacing: the benchmark's text is space-tokenized
-    ("L - dopa"), the text callers send is not ("L-dopa"); the adapter should read both."""
+    return entity_records(bc5cdr(data_dir, "train"), "bc5cdr", lambda i: SUBSETS[(i // 2) % len(SUBSETS)])
+
+
+def entity_records(items: list[dict], dataset: str, types_for: Callable[[int], tuple[str, ...]]
+                   ) -> list[InstructionRecord]:
+    """IE records for token/entity items (bc5cdr, bc2gm), item i asked for types_for(i) and
+    answered with the mentions of those types only. Every other sentence in ordinary spacing:
+    the benchmark's text is space-tokenized ("L - dopa"), the text callers send is not
+    ("L-dopa"); the adapter should read both."""
     records = []
-    for i, item in enumerate(bc5cdr(data_dir, "train")):
-        text, spans = bc5cdr_text(item), None
+    for i, item in enumerate(items):
+        text, spans = " ".join(item["tokens"]), None
         if i % 2 == 1:
             natural, token_spans = natural_text(item["tokens"])
             # Only where every mention stays findable as a word-bounded span ("O2 -" followed
@@ -49,23 +63,26 @@ def convert_bc5cdr(data_dir: Path) -> list[InstructionRecord]:
             if all(find_spans(natural, natural[token_spans[e["start_tok"]][0]:token_spans[e["end_tok"] - 1][1]])
                    for e in item["entities"]):
                 text, spans = natural, token_spans
-
+        types = types_for(i)
         # In order of appearance; a (type, mention) listed once, since the parser finds
         # every occurrence of a listed mention in the text.
         entities: list[tuple[str, str]] = []
         for ent in sorted(item["entities"], key=lambda e: (e["start_tok"], e["end_tok"])):
+            etype = ent["type"].capitalize()  # BC2GM's GENE is the service's Gene
+            if etype not in types:
+                continue
             if spans:
-                pair = (ent["type"], text[spans[ent["start_tok"]][0]:spans[ent["end_tok"] - 1][1]])
+                pair = (etype, text[spans[ent["start_tok"]][0]:spans[ent["end_tok"] - 1][1]])
             else:
-                pair = (ent["type"], " ".join(item["tokens"][ent["start_tok"]:ent["end_tok"]]))
+                pair = (etype, " ".join(item["tokens"][ent["start_tok"]:ent["end_tok"]]))
             if pair not in entities:
                 entities.append(pair)
-        instruction, input_text = entity_task(text, ENTITY_TYPES, variant=i)
+        instruction, input_text = entity_task(text, types, variant=i)
         records.append(InstructionRecord(
-            id=f"bc5cdr-{item['id']}", instruction=instruction, input=input_text,
+            id=f"{dataset}-{item['id']}", instruction=instruction, input=input_text,
             output=entity_output(entities), category=TaskFamily.IE, task_type="ner",
-            provenance={"source": "convert:bc5cdr", "dataset": "bc5cdr", "file": "train.entities.jsonl",
-                        "split": "train", "item": item["id"], "variant": i,
+            provenance={"source": f"convert:{dataset}", "dataset": dataset, "file": "train.entities.jsonl",
+                        "split": "train", "item": item["id"], "variant": i, "types": list(types),
                         "spacing": "natural" if spans else "tokens"},
         ))
     return records
