@@ -342,9 +342,8 @@ def eval_entity_types(
 ) -> None:
     """Per type, precision and recall with each subset of types requested (BC5CDR: Chemical,
     Disease; BC2GM: Gene), through /extract: does the service honour the types asked for?"""
-    from rich.progress import Progress
-
     from bioinstruct.eval.entity_types import MATRIX, run_matrix, write
+    from rich.progress import Progress
 
     settings = _settings()
     total = sum(len(spec["subsets"]) for spec in MATRIX.values())
