@@ -11,7 +11,7 @@ import time
 import traceback
 
 import typer
-from bioinstruct.bench import adapters, coldstart, dedup_repeats, serving, swap, training
+from bioinstruct.bench import adapters, coldstart, dedup_repeats, serving, swap, trainers, training
 
 COMMANDS = {
     "serving": serving.command,
@@ -20,6 +20,7 @@ COMMANDS = {
     "dedup": dedup_repeats.command,
     "training": training.command,
     "coldstart": coldstart.command,
+    "trl": trainers.command,
 }
 
 
@@ -38,6 +39,7 @@ def run_all(
         "dedup": lambda: dedup_repeats.run([1000, 5000, 25000]),
         "training": lambda: training.run(),
         "coldstart": lambda: coldstart.run(),
+        "trl": lambda: trainers.run(),
     }
     done, failed = {}, []
     for name in chosen:
