@@ -102,7 +102,7 @@ class EngineLimits(BaseSettings):
     max_lora_rank: int = Field(16, ge=1)  # vLLM --max-lora-rank
     # Layers that get LoRA in the engine, in vLLM's fused names. On CPU every LoRA layer costs
     # time even where an adapter has no weights: restricting it to where our adapters train
-    # (q/k/v/o) measured 1.9x one adapter and 2.4x three (docs/BENCHMARKS.md §2). Adapters with
+    # (q/k/v/o) measured 2.3x one adapter and 2.6x three (docs/BENCHMARKS.md §2). Adapters with
     # weights elsewhere are refused at publish (the engine would silently drop those deltas).
     # An empty list puts LoRA on every layer.
     lora_target_modules: list[str] = Field(default_factory=lambda: ["qkv_proj", "o_proj"])
@@ -158,7 +158,8 @@ def check_adapter_folder(folder: Path, limits: AdapterLimits | None = None) -> d
             f"adapter has LoRA weights on {outside}, but the engine applies LoRA only to {sorted(layers)} "
             "and would silently ignore the rest; retrain with target_modules inside those (training/'s "
             "default q_proj,k_proj,v_proj,o_proj is) or start the engine with "
-            "BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES='[]' (LoRA on every layer, about 2x slower on CPU)",
+            "BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES='[]' (LoRA on every layer; on a 2-core CPU that measured "
+            "2.3x the time per token with one adapter and 2.6x with three: docs/BENCHMARKS.md section 2)",
             code="target_modules_unsupported",
         )
     return config

@@ -292,4 +292,7 @@ def test_a_few_steps_on_the_embedded_model(base_model_dir, data_file, tmp_path):
     with pytest.raises(RegistryError, match=r"LoRA weights on \['down_proj', 'gate_up_proj'\]") as info:
         check_adapter_folder(result.adapter_dir, AdapterLimits(lora_modules=("qkv_proj", "o_proj")))
     assert info.value.code == "target_modules_unsupported"
+    # the refusal names the way out and what it costs, as measured
+    assert "BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES='[]'" in info.value.message
+    assert "2.3x" in info.value.message and "docs/BENCHMARKS.md" in info.value.message
     assert not list(result.adapter_dir.glob("*.bin"))
