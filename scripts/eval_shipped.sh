@@ -18,9 +18,9 @@ trap 'kill $SERVE 2>/dev/null; wait $SERVE 2>/dev/null' EXIT
 until curl -sf "$URL/health/ready" > /dev/null; do sleep 2; kill -0 $SERVE; done
 echo "gateway ready: $(curl -s $URL/health/ready)"
 
-gate() {  # alias-to-create candidate task dev-items
+gate() {  # alias candidate task dev-items [min-delta]
   [ -f "$OUT/gate-$1/gate.json" ] && return 0
-  $BIN/bioinstruct eval gate --alias "$1" --candidate "$2" --task "$3" --limit "$4" --min-delta 0.01 \
+  $BIN/bioinstruct eval gate --alias "$1" --candidate "$2" --task "$3" --limit "$4" --min-delta "${5:-0.01}" \
     --base-url "$URL" --admin-token eval-admin --concurrency 8 --no-progress --out "$OUT/gate-$1" || true
 }
 cell() {  # task adapter limit [split]
@@ -31,7 +31,9 @@ cell() {  # task adapter limit [split]
   $BIN/bioinstruct eval "${args[@]}"
 }
 # Cells: TASK:ADAPTER:LIMIT[:SPLIT] (an evaluation, test split unless named; LIMIT 'all' = the
-# whole split), gate:ALIAS:CANDIDATE:TASK:LIMIT (the quality gate on the task's dev split), or
+# whole split), gate:ALIAS:CANDIDATE:TASK:LIMIT[:MIN_DELTA] (the quality gate on the task's dev
+# split, default min-delta 0.01), types:NAME:ADAPTER:LIMIT (`bioinstruct eval entity-types` on dev,
+# with the gateway's BIOINSTRUCT_EXTRACT_TYPE_STRATEGY as exported), or
 # publish:FOLDER:NAME:CATEGORY:ALIAS (an experiment's adapter into this run's registry, which
 # the gateway picks up: `bioinstruct adapters publish`, the same checks as the admin API).
 CELLS=("$@")
@@ -46,8 +48,13 @@ for c in "${CELLS[@]}"; do
     $BIN/bioinstruct adapters publish "$folder" --name "$name" --category "$category" --alias "$alias" --registry "$REG"
     sleep 5  # the gateway's registry poll
   elif [[ $c == gate:* ]]; then
-    IFS=: read -r _ alias candidate task limit <<< "$c"
-    gate "$alias" "$candidate" "$task" "$limit"
+    IFS=: read -r _ alias candidate task limit delta <<< "$c"
+    gate "$alias" "$candidate" "$task" "$limit" "$delta"
+  elif [[ $c == types:* ]]; then
+    IFS=: read -r _ name adapter limit <<< "$c"
+    [ -f "$OUT/types-$name/entity_types.json" ] || $BIN/bioinstruct eval entity-types --adapter "$adapter" \
+      --limit "$limit" --base-url "$URL" --concurrency 8 --out "$OUT/types-$name" \
+      --title "Entity types requested: adapter $adapter, strategy ${BIOINSTRUCT_EXTRACT_TYPE_STRATEGY:-grouped}"
   else
     IFS=: read -r task adapter limit split <<< "$c"
     cell "$task" "$adapter" "$limit" "$split"
