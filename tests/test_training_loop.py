@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from bioinstruct.instruct.prompts import qa_task
@@ -235,6 +236,49 @@ def test_two_process_ddp_equals_one_process_with_accumulation(tiny_model_dir, da
     # near-zero elements can differ by 1e-6..1e-5 between equal runs (seen: 1 of 256). Weighting
     # the step's micro-batches wrongly moves whole tensors by percents.
     for key in a:
+        rel = float((a[key] - b[key]).norm() / b[key].norm().clamp_min(1e-12))
+        assert rel < 1e-3, (key, rel)
+
+
+def test_two_processes_each_with_its_own_run_folder_stop_and_resume(tiny_model_dir, data_file, tmp_path):
+    """Node-local disks: each of 2 processes (gloo) has its own run folder (`{rank}` in --out).
+    Rank 0 alone writes checkpoints (the others' RNG gathered to it) and sends them back on
+    resume; killed after a checkpoint and started again, the run ends where one process
+    accumulating the same global batch does, and rank 1's folder never held any state."""
+    common = ["--data", str(data_file), "--category", "QA", "--base-model", str(tiny_model_dir), "--no-publish",
+              "--quiet", "--max-length", "128", "--rank", "4", "--alpha", "8", "--batch-size", "2", "--max-steps", "12",
+              "--save-every", "2", "--eval-every", "0", "--dropout", "0", "--lr", "1e-2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534"]
+    cmd = [*torchrun, "-m", "bioinstruct.cli", "train", *common, "--grad-accum", "1",
+           "--out", str(tmp_path / "node-{rank}")]
+    node0, node1 = tmp_path / "node-0", tmp_path / "node-1"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((node0 / "checkpoints").glob("step-*")):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.05)
+        # torchrun and both workers (which torchrun starts in sessions of their own), no clean-up
+        for p in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
+            p.kill()
+    finally:
+        proc.wait(timeout=30)
+    time.sleep(1)
+    assert not (node0 / "result.json").exists(), "finished before it could be stopped"
+    (first,) = sorted((node0 / "checkpoints").glob("step-*"))[-1:]
+    assert {p.name for p in first.glob("rng-*.pt")} == {"rng-0.pt", "rng-1.pt"}
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resuming from step-" in again.stdout
+    assert json.loads((node0 / "result.json").read_text())["steps"] == 12
+    assert not node1.exists() or not any(node1.rglob("*")), sorted(node1.rglob("*"))
+    single = train(_job(tiny_model_dir, data_file, tmp_path / "single", grad_accum=2, max_steps=12, dropout=0.0,
+                        eval_fraction=0.05, save_every=0, eval_every=0), progress=False, log=lambda _m: None)
+    a, b = _weights(node0), _weights(single.run_dir)
+    for key in a:  # as in the test above: the same update up to float32 summation order
         rel = float((a[key] - b[key]).norm() / b[key].norm().clamp_min(1e-12))
         assert rel < 1e-3, (key, rel)
 

@@ -4,8 +4,10 @@ A checkpoint is a folder `checkpoints/step-000123/` written as `.tmp-step-000123
 renamed when complete (a kill mid-write leaves a tmp folder that is ignored and removed).
 It holds the trainable (LoRA) weights as safetensors, the optimizer and LR-scheduler
 states, every process's RNG states, and `state.json` (step, counters, config hash),
-written last. Under FSDP the model and optimizer shards go through accelerate's
-`save_state` instead, since no single process holds them.
+written last. Only rank 0 reads and writes it: the other processes' RNG states are gathered to
+it, and on resume it sends them the checkpoint, so every node may have its own disk (its own
+run folder). Under FSDP the model and optimizer shards go through accelerate's `save_state`
+instead, since no single process holds them: that needs one folder every process sees.
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def load_trainable_state(model: torch.nn.Module, path: Path) -> None:
-    saved = load_file(str(path))
+def load_trainable_state(model: torch.nn.Module, path: Path | dict[str, torch.Tensor]) -> None:
+    """From a checkpoint's weights file, or the tensors read from one (sent by rank 0)."""
+    saved = path if isinstance(path, dict) else load_file(str(path))
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if set(saved) != set(params):
         missing = sorted(set(params) - set(saved))[:3]
@@ -129,3 +132,11 @@ def clean_partial(root: Path) -> None:
         for entry in root.iterdir():
             if entry.name.startswith(".tmp-step-"):
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+def read_checkpoint(folder: Path, world: int) -> dict[str, Any]:
+    """Everything a run continues from (rank 0 reads it; the non-FSDP path)."""
+    return {"name": folder.name, "state": read_state(folder), "weights": load_file(str(folder / WEIGHTS)),
+            "optimizer": torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True),
+            "scheduler": torch.load(folder / "scheduler.pt", weights_only=True),
+            "rng": [torch.load(folder / f"rng-{r}.pt", weights_only=True) for r in range(world)]}

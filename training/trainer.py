@@ -181,7 +181,7 @@ def train(
 ) -> RunResult:
     """Train (or resume, or find finished) one adapter; publish it if asked. Idempotent."""
     run = _Run(job, log)
-    if run.result_path.is_file():
+    if run.finished_on_rank0():
         return run.already_finished()
     run.build_model()
     run.resume()
@@ -243,7 +243,10 @@ class _Run:
             "format": RUN_FORMAT, "config": cfg.hash_payload(), "data": self.data.fingerprint(),
             "base": self.base.fingerprint, "category": job.category, "world_size": self.world,
         })
-        self.run_dir = (job.run_dir or default_run_dir(core, job.name or "", self.run_hash)).expanduser().resolve()
+        run_dir = job.run_dir or default_run_dir(core, job.name or "", self.run_hash)
+        # "{rank}" in the path gives each process its own folder (what node-local disks are; rank
+        # 0's holds the run, the others' stay empty): checkpoints never need a shared disk.
+        self.run_dir = Path(str(run_dir).replace("{rank}", str(self.rank))).expanduser().resolve()
         self.ckpt_root = self.run_dir / "checkpoints"
         self.result_path = self.run_dir / "result.json"
         self.metrics_path = self.run_dir / "metrics.jsonl"
@@ -271,7 +274,19 @@ class _Run:
                 ckpt.write_json_atomic(config_path, run_info)
         self.accelerator.wait_for_everyone()
 
+    def finished_on_rank0(self) -> bool:
+        """Whether the run finished, as rank 0's folder says (every process agrees)."""
+        done = [self.result_path.is_file()]
+        if self.world > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(done, from_process=0)
+        return bool(done[0])
+
     def already_finished(self) -> RunResult:
+        if not self.main:  # its folder may be another disk's: rank 0 reports
+            self.accelerator.wait_for_everyone()
+            return RunResult(self.run_dir, True, self.run_dir / "adapter", {}, None)
         summary = json.loads(self.result_path.read_text())
         self.say(f"run {self.run_dir.name} already finished (train loss {summary.get('train_loss')}, "
                  f"eval loss {summary.get('eval_loss')}); not training again")
@@ -332,26 +347,62 @@ class _Run:
         if self.main:
             ckpt.clean_partial(self.ckpt_root)
         self.accelerator.wait_for_everyone()
-        last = ckpt.latest_checkpoint(self.ckpt_root)
-        if last is not None:
-            state = ckpt.read_state(last)
-            if state.get("run_hash") != self.run_hash:
-                raise TrainError(f"checkpoint {last} belongs to another run; delete {self.ckpt_root} to start over")
-            if self.fsdp:
-                self.accelerator.load_state(str(last / "accelerate"))
-            else:
-                ckpt.load_trainable_state(self.accelerator.unwrap_model(self.model), last / ckpt.WEIGHTS)
-                self.optimizer.load_state_dict(torch.load(last / "optimizer.pt", map_location="cpu", weights_only=True))
-            self.scheduler.load_state_dict(torch.load(last / "scheduler.pt", weights_only=True))
-            ckpt.set_rng_state(torch.load(last / f"rng-{self.rank}.pt", weights_only=True))
-            self.start_step = self.resumed_from = int(state["step"])
-            self.counters.update(state["counters"])
-            self.say(f"resuming from {last.name} (step {self.start_step} of {self.total_steps})")
-            self.history = [r for r in _read_jsonl(self.metrics_path) if r.get("step", 0) <= self.start_step]
+        if self.fsdp:
+            self._resume_fsdp()
+        else:
+            self._resume_from_rank0()
         if self.main:
             with self.metrics_path.open("w") as fh:
                 for rec in self.history:
                     fh.write(json.dumps(rec) + "\n")
+
+    def _resume_from_rank0(self) -> None:
+        """Rank 0 reads its last checkpoint and sends it to every process (each may have its own
+        disk and run folder): weights, optimizer, scheduler, each process's RNG, counters, and
+        the metrics history up to that step."""
+        from accelerate.utils import broadcast_object_list
+
+        payload: list[Any] = [None]
+        if self.main:
+            last = ckpt.latest_checkpoint(self.ckpt_root)
+            if last is not None:
+                payload = [ckpt.read_checkpoint(last, self.world)]
+                if payload[0]["state"].get("run_hash") != self.run_hash:
+                    payload = [{"error": f"checkpoint {last} belongs to another run; delete {self.ckpt_root} "
+                                         "to start over"}]
+                else:
+                    payload[0]["history"] = _read_jsonl(self.metrics_path)
+        if self.world > 1:
+            broadcast_object_list(payload, from_process=0)
+        found = payload[0]
+        if found is None:
+            return
+        if "error" in found:
+            raise TrainError(found["error"])
+        ckpt.load_trainable_state(self.accelerator.unwrap_model(self.model), found["weights"])
+        self.optimizer.load_state_dict(found["optimizer"])
+        self.scheduler.load_state_dict(found["scheduler"])
+        ckpt.set_rng_state(found["rng"][self.rank])
+        self._resumed(found["name"], found["state"], found["history"])
+
+    def _resume_fsdp(self) -> None:
+        """FSDP's shards are saved and loaded by every process: one folder all of them see."""
+        last = ckpt.latest_checkpoint(self.ckpt_root)
+        if last is None:
+            return
+        state = ckpt.read_state(last)
+        if state.get("run_hash") != self.run_hash:
+            raise TrainError(f"checkpoint {last} belongs to another run; delete {self.ckpt_root} to start over")
+        self.accelerator.load_state(str(last / "accelerate"))
+        self.scheduler.load_state_dict(torch.load(last / "scheduler.pt", weights_only=True))
+        ckpt.set_rng_state(torch.load(last / f"rng-{self.rank}.pt", weights_only=True))
+        self._resumed(last.name, state, _read_jsonl(self.metrics_path))
+
+    def _resumed(self, name: str, state: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        self.start_step = self.resumed_from = int(state["step"])
+        self.counters.update(state["counters"])
+        self.say(f"resuming from {name} (step {self.start_step} of {self.total_steps})")
+        self.history = [r for r in history if r.get("step", 0) <= self.start_step]
 
     def log_record(self, rec: dict[str, Any]) -> None:
         self.history.append(rec)
@@ -388,12 +439,19 @@ class _Run:
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
         accelerator.wait_for_everyone()
-        torch.save(ckpt.rng_state(), tmp / f"rng-{self.rank}.pt")
         if self.fsdp:
+            torch.save(ckpt.rng_state(), tmp / f"rng-{self.rank}.pt")
             accelerator.save_state(str(tmp / "accelerate"))
-        elif main:
-            ckpt.save_weights(accelerator.unwrap_model(self.model), tmp / ckpt.WEIGHTS)
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        else:
+            from accelerate.utils import gather_object
+
+            # Every process's RNG to rank 0, which alone writes: no process needs rank 0's disk.
+            states = gather_object([ckpt.rng_state()]) if self.world > 1 else [ckpt.rng_state()]
+            if main:
+                for rank, rng in enumerate(states):
+                    torch.save(rng, tmp / f"rng-{rank}.pt")
+                ckpt.save_weights(accelerator.unwrap_model(self.model), tmp / ckpt.WEIGHTS)
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         accelerator.wait_for_everyone()
         if main:
             torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
