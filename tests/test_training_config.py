@@ -110,3 +110,15 @@ def test_cli_rejects_an_unknown_format_without_a_traceback(tmp_path):
     _register_subcommands()
     res = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "x.jsonl"), "--format", "sharegpt"])
     assert res.exit_code == 2 and "data_format" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("name", ["accelerate-ddp.yaml", "accelerate-fsdp.yaml", "accelerate-multinode.yaml"])
+def test_shipped_accelerate_configs_load_as_accelerate_reads_them(name):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    from bioinstruct.training.config import CONFIGS_DIR
+
+    cfg = ClusterConfig.from_yaml_file(str(CONFIGS_DIR / name))
+    assert cfg.distributed_type.value in ("MULTI_GPU", "FSDP") and cfg.mixed_precision == "bf16"
+    if name == "accelerate-multinode.yaml":
+        assert cfg.num_machines == 2 and cfg.num_processes == 16 and cfg.main_process_ip
