@@ -309,11 +309,11 @@ class _Common:
     @staticmethod
     def _extract_body(text: str, entity_types: Sequence[str] | None, relations: bool | None,
                       relation_types: Sequence[str] | None, adapter: str | None,
-                      max_tokens: int | None) -> dict[str, Any]:
+                      max_tokens: int | None, type_strategy: str | None = None) -> dict[str, Any]:
         return _body(text=text, entity_types=list(entity_types) if entity_types is not None else None,
                      relations=relations,
                      relation_types=list(relation_types) if relation_types is not None else None,
-                     adapter=adapter, max_tokens=max_tokens)
+                     adapter=adapter, max_tokens=max_tokens, type_strategy=type_strategy)
 
     @staticmethod
     def _generate_body(instruction: str, input: str | None, adapter: str | None, max_tokens: int | None,
@@ -498,9 +498,9 @@ class BioInstructClient(_Common):
 
     def extract(self, text: str, *, entity_types: Sequence[str] | None = None, relations: bool | None = None,
                 relation_types: Sequence[str] | None = None, adapter: str | None = None,
-                max_tokens: int | None = None) -> ExtractResult:
+                max_tokens: int | None = None, type_strategy: str | None = None) -> ExtractResult:
         """POST /extract: entities whose offsets satisfy text[start:end] == entity.text."""
-        body = self._extract_body(text, entity_types, relations, relation_types, adapter, max_tokens)
+        body = self._extract_body(text, entity_types, relations, relation_types, adapter, max_tokens, type_strategy)
         return ExtractResult.model_validate(self._post("/extract", body))
 
     @overload
@@ -594,9 +594,9 @@ class AsyncBioInstructClient(_Common):
 
     async def extract(self, text: str, *, entity_types: Sequence[str] | None = None,
                       relations: bool | None = None, relation_types: Sequence[str] | None = None,
-                      adapter: str | None = None,
-                      max_tokens: int | None = None) -> ExtractResult:
-        body = self._extract_body(text, entity_types, relations, relation_types, adapter, max_tokens)
+                      adapter: str | None = None, max_tokens: int | None = None,
+                      type_strategy: str | None = None) -> ExtractResult:
+        body = self._extract_body(text, entity_types, relations, relation_types, adapter, max_tokens, type_strategy)
         return ExtractResult.model_validate(await self._post("/extract", body))
 
     @overload

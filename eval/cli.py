@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import get_args
 
 import typer
 from bioinstruct.eval.settings import EvalSettings, admin_token_from_env
 from bioinstruct.instruct.benchmark import TaskError, load_task, task_files
+from bioinstruct.instruct.prompts import TypeStrategy
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -339,11 +341,18 @@ def eval_entity_types(
     data_dir: Path = typer.Option(None, help="Data folder (env BIOINSTRUCT_DATA_DIR)"),
     out_dir: Path = typer.Option(..., "--out", help="Writes entity_types.json, .md and .png here"),
     title: str = typer.Option("Entity types requested", help="Title of the Markdown report"),
+    strategy: str = typer.Option(None, help="full | grouped | asked: each request's type_strategy "
+                                 "(default: the gateway's BIOINSTRUCT_EXTRACT_TYPE_STRATEGY)"),
 ) -> None:
     """Per type, precision and recall with each subset of types requested (BC5CDR: Chemical,
     Disease; BC2GM: Gene), through /extract: does the service honour the types asked for?"""
     from bioinstruct.eval.entity_types import MATRIX, run_matrix, write
     from rich.progress import Progress
+
+    if strategy is not None and strategy not in get_args(TypeStrategy):
+        console.print(f"[red]error:[/red] --strategy {escape(strategy)} is not one of "
+                      f"{', '.join(get_args(TypeStrategy))}")
+        raise typer.Exit(2)
 
     settings = _settings()
     total = sum(len(spec["subsets"]) for spec in MATRIX.values())
@@ -352,7 +361,7 @@ def eval_entity_types(
             job = bar.add_task("entity types", total=total)
             result = asyncio.run(run_matrix(
                 base_url or settings.base_url, split=split, limit=limit, adapter=adapter, concurrency=concurrency,
-                data_dir=data_dir, api_key=_secret(api_key, settings.api_key),
+                data_dir=data_dir, api_key=_secret(api_key, settings.api_key), strategy=strategy,
                 progress=lambda what: bar.update(job, advance=1, description=what)))
     except TaskError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")

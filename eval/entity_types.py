@@ -34,10 +34,10 @@ def _stats(pred: list[list], gold: list[list], etype: str) -> list[float]:
 
 
 async def _ask(client: AsyncBioInstructClient, sem: asyncio.Semaphore, text: str, types: tuple[str, ...],
-               adapter: str | None) -> list[list] | None:
+               adapter: str | None, strategy: str | None) -> list[list] | None:
     async with sem:
         try:
-            res = await client.extract(text, entity_types=list(types), adapter=adapter)
+            res = await client.extract(text, entity_types=list(types), adapter=adapter, type_strategy=strategy)
         except Exception:  # noqa: BLE001 - a failed request scores as predicting nothing, and is counted
             return None
     return [[e.start, e.end, e.type] for e in res.entities]
@@ -45,7 +45,7 @@ async def _ask(client: AsyncBioInstructClient, sem: asyncio.Semaphore, text: str
 
 async def run_matrix(base_url: str, *, split: str = "dev", limit: int = 150, adapter: str | None = None,
                      concurrency: int = 4, data_dir: Path | None = None, resamples: int = 1000,
-                     api_key: str | None = None, progress=None) -> dict[str, Any]:
+                     api_key: str | None = None, strategy: str | None = None, progress=None) -> dict[str, Any]:
     """Every (corpus, subset) of MATRIX on `limit` items of the split (the task files' fixed sample)."""
     from bioinstruct.instruct.benchmark import load_task
 
@@ -56,7 +56,8 @@ async def run_matrix(base_url: str, *, split: str = "dev", limit: int = 150, ada
             docs = load_task(corpus).load(split, data_dir, limit=limit)
             counts = resample_counts(len(docs), resamples, seed=0)
             for subset in spec["subsets"]:
-                preds = await asyncio.gather(*(_ask(client, sem, d.fields["text"], subset, adapter) for d in docs))
+                preds = await asyncio.gather(*(_ask(client, sem, d.fields["text"], subset, adapter, strategy)
+                                             for d in docs))
                 errors += sum(p is None for p in preds)
                 golds = [d.fields["gold_spans"] for d in docs]
                 for etype in (t for t in spec["annotated"] if t in subset):
@@ -73,7 +74,7 @@ async def run_matrix(base_url: str, *, split: str = "dev", limit: int = 150, ada
                                  "n": len(docs), "share": round(wrong / max(1, sum(map(len, gold_spans))), 4)})
                 if progress:
                     progress(f"{corpus} {'+'.join(subset)}")
-    return {"split": split, "limit": limit, "adapter": adapter, "errors": errors, "rows": rows}
+    return {"split": split, "limit": limit, "adapter": adapter, "strategy": strategy, "errors": errors, "rows": rows}
 
 
 def _pct(score: dict[str, Any]) -> str:
@@ -85,7 +86,8 @@ def _pct(score: dict[str, Any]) -> str:
 def markdown(result: dict[str, Any], title: str = "Entity types requested") -> str:
     lines = [f"# {title}", "",
              f"Split {result['split']}, {result['limit']} items per corpus, adapter "
-             f"{result['adapter'] or 'the route default'}; {result['errors']} failed requests. Precision, "
+             f"{result['adapter'] or 'the route default'}, type strategy "
+             f"{result.get('strategy') or 'the gateway default'}; {result['errors']} failed requests. Precision, "
              "recall and F1 in % with 95% bootstrap CIs.", "",
              "| corpus | requested | type | precision | recall | F1 |", "|---|---|---|---|---|---|"]
     for row in result["rows"]:

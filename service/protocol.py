@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from bioinstruct.instruct.prompts import CHEMPROT_LABELS, DEFAULT_ENTITY_TYPES
+from bioinstruct.instruct.prompts import CHEMPROT_LABELS, DEFAULT_ENTITY_TYPES, TypeStrategy
 from bioinstruct.service.errors import ErrorDetail
 from pydantic import (
     BaseModel,
@@ -157,6 +157,11 @@ class ExtractInput(Strict):
     relations: bool = False
     relation_types: list[Label] = Field(default_factory=lambda: list(CHEMPROT_LABELS), min_length=1, max_length=32)
     max_tokens: Count | None = None
+    type_strategy: TypeStrategy | None = Field(
+        None, description="How the adapter is asked for the types (docs/RESULTS.md \"Entity types\"): 'full' "
+        "asks every type it knows and drops a span it calls an unrequested type (a gene is not a chemical), "
+        "'grouped' asks only the requested types, 'asked' one prompt as written. Default: the gateway's "
+        "BIOINSTRUCT_EXTRACT_TYPE_STRATEGY.")
 
     @field_validator("text")
     @classmethod

@@ -26,7 +26,7 @@ class ExtractServing(Serving):
 
     async def serve(self, req: ExtractRequest, caller: Caller, state: Any = None) -> ExtractResponse:
         started = time.perf_counter()
-        asks = entity_asks(req.entity_types, self.settings.extract_type_strategy)
+        asks = entity_asks(req.entity_types, req.type_strategy or self.settings.extract_type_strategy)
         prompts = [self.prompt(TaskFamily.IE, *entity_task(req.text, types), req.max_tokens, 384) for types in asks]
         if req.relations:
             prompts.append(self.prompt(TaskFamily.IE, *relation_task(req.text, req.relation_types),
