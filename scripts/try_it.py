@@ -2,8 +2,7 @@
 
     python scripts/try_it.py [--base-url http://127.0.0.1:8000] [--markdown]
 
-Five clinical sentences written for this check (not from any dataset) go to /extract, one more
-asked for genes, chemicals and diseases and then for chemicals only; a few
+Five clinical sentences written for this check (not from any dataset) go to /extract; a few
 questions to /qa (each also to the base model); two consumer questions to /generate. With
 --markdown it prints the README's "Try it" table as it is there (tests/test_docs_examples.py
 runs it against a live gateway with the shipped adapters and compares).
@@ -23,13 +22,6 @@ SENTENCES = [
     "Warfarin was stopped because of gastrointestinal bleeding.",
     "She was started on metformin for type 2 diabetes and later developed lactic acidosis.",
     "Haloperidol caused tardive dyskinesia in two elderly patients with dementia.",
-]
-# (text, entity_types): genes beside chemicals and diseases, asked for by type.
-TYPED = [
-    ("Gefitinib blocks EGFR signalling, and KRAS mutations predict resistance in lung adenocarcinoma.",
-     ["Gene", "Chemical", "Disease"]),
-    ("Gefitinib blocks EGFR signalling, and KRAS mutations predict resistance in lung adenocarcinoma.",
-     ["Chemical"]),
 ]
 QUESTIONS = [
     {"question": "Which organ produces insulin?", "options": ["Liver", "Pancreas", "Kidney", "Spleen"]},
@@ -79,13 +71,6 @@ def run(base_url: str) -> list[dict]:
             r = r.json()
             rows.append({"route": "/extract", "text": text, "sent": text, "adapter": r["adapter"],
                          "entities": [(e["type"], e["text"]) for e in r["entities"]],
-                         "answer": f"{_entities(r['entities'])} (`{r['adapter']}`)"})
-        for text, types in TYPED:
-            r = client.post("/extract", json={"text": text, "entity_types": types})
-            r.raise_for_status()
-            r = r.json()
-            rows.append({"route": f"/extract ({', '.join(types)})", "text": text, "sent": text,
-                         "adapter": r["adapter"], "entities": [(e["type"], e["text"]) for e in r["entities"]],
                          "answer": f"{_entities(r['entities'])} (`{r['adapter']}`)"})
         for body in QUESTIONS:
             r = client.post("/qa", json=body)
