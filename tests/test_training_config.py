@@ -115,7 +115,6 @@ def test_cli_rejects_an_unknown_format_without_a_traceback(tmp_path):
 @pytest.mark.parametrize("name", ["accelerate-ddp.yaml", "accelerate-fsdp.yaml", "accelerate-multinode.yaml"])
 def test_shipped_accelerate_configs_load_as_accelerate_reads_them(name):
     from accelerate.commands.config.config_args import ClusterConfig
-
     from bioinstruct.training.config import CONFIGS_DIR
 
     cfg = ClusterConfig.from_yaml_file(str(CONFIGS_DIR / name))
