@@ -18,7 +18,7 @@ DEFAULT_ENTITY_TYPES = ("Chemical", "Disease")
 ENTITY_TYPE_GROUPS: tuple[tuple[str, ...], ...] = (("Chemical", "Disease"), ("Gene",))
 KNOWN_ENTITY_TYPES = tuple(t for group in ENTITY_TYPE_GROUPS for t in group)
 # How the gateway asks for a request's types (BIOINSTRUCT_EXTRACT_TYPE_STRATEGY; chosen on dev,
-# docs/RESULTS.md "Entity types"): "asked", one prompt with exactly the requested types;
+# reports/ie-strategy-full/README.md): "asked", one prompt with exactly the requested types;
 # "grouped", one prompt per group with the requested types of that group (as in training);
 # "full", every known group in full, so that a mention the adapter calls a Gene is not
 # returned as a Chemical or Disease when only those were requested.

@@ -158,8 +158,8 @@ class ExtractInput(Strict):
     relation_types: list[Label] = Field(default_factory=lambda: list(CHEMPROT_LABELS), min_length=1, max_length=32)
     max_tokens: Count | None = None
     type_strategy: TypeStrategy | None = Field(
-        None, description="How the adapter is asked for the types (docs/RESULTS.md \"Entity types\"): 'full' "
-        "asks every type it knows and drops a span it calls an unrequested type (a gene is not a chemical), "
+        None, description="How the adapter is asked for the types (instruct.prompts.entity_asks): 'full' "
+        "asks every type it knows and drops a span it calls an unrequested type, "
         "'grouped' asks only the requested types, 'asked' one prompt as written. Default: the gateway's "
         "BIOINSTRUCT_EXTRACT_TYPE_STRATEGY.")
 
