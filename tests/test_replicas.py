@@ -230,6 +230,52 @@ def test_concurrent_moves_through_both_replicas_are_compare_and_swap(replicas):
     assert final.generation == generation + 1 and final.target == winner["target"]
 
 
+def test_weight_zero_drains_a_version_on_both_replicas_without_failing_its_requests(replicas):
+    """Weight 0 takes a version out of the split on every replica: no new request reaches it
+    (sticky callers that had it included), a request already running on it finishes, and only
+    then is it unloaded from each engine."""
+    from bioinstruct.service.adapters import pick
+
+    url, (a, b) = replicas
+    split = {"canary@2": 50, "canary@3": 50}
+    r = httpx.put(f"{a.url}/admin/aliases/team", json={"weights": split}, headers=ADMIN, timeout=60)
+    assert r.status_code == 200, r.text
+    # A sticky caller that the 50/50 split sends to canary@3 (the choice is a hash; see pick()).
+    key = next(f"user-{i}" for i in range(100)
+               if pick((("canary@2", 50), ("canary@3", 50)), f"user-{i}", "team") == "canary@3")
+    deadline = time.monotonic() + 2 * POLL_S + 2
+    while {served_by(rep.complete("team", session=key)) for rep in (a, b)} != {"canary@3"}:
+        assert time.monotonic() < deadline, "the 50/50 split did not reach both replicas"
+        time.sleep(0.1)
+    assert "canary@3" in a.engine.loras and "canary@3" in b.engine.loras  # resident where it served
+
+    running: dict[str, httpx.Response] = {}
+    with Load([a, b], "team") as load:
+        a.engine.delay_s = 8.0  # the next requests on replica a stay inside the engine for 8 s
+        slow = threading.Thread(target=lambda: running.setdefault("r", a.complete("team", session=key)))
+        slow.start()
+        time.sleep(0.5)
+        r = httpx.put(f"{b.url}/admin/aliases/team", json={"weights": {"canary@2": 100, "canary@3": 0}},
+                      headers=ADMIN, timeout=60)
+        assert r.status_code == 200 and r.json()["weights"] == {"canary@2": 100, "canary@3": 0}, r.text
+        assert r.json()["target"] == "canary@2"
+        time.sleep(2 * POLL_S + 0.5)  # replica a has read the drain by now ...
+        assert slow.is_alive() and "canary@3" in a.engine.loras  # ... and keeps canary@3 for its request
+        a.engine.delay_s = 0.0
+        slow.join(timeout=30)
+        assert served_by(running["r"]) == "canary@3"  # the request that was running finished on it
+        counts = Counter(served_by((a, b)[i % 2].complete("team", session=key if i % 3 == 0 else None))
+                         for i in range(300))
+        assert counts == {"canary@2": 300}, counts  # the key that had canary@3 included
+        deadline = time.monotonic() + 10
+        while "canary@3" in a.engine.loras or "canary@3" in b.engine.loras:
+            assert time.monotonic() < deadline, (sorted(a.engine.loras), sorted(b.engine.loras))
+            time.sleep(0.1)
+    assert set(load.statuses) == {200} and sum(load.statuses.values()) > 20, (load.statuses, load.errors[:3])
+    record = Registry(url).alias("team")
+    assert dict(record.split) == {"canary@2": 100, "canary@3": 0}
+
+
 def test_a_replica_whose_store_goes_away_says_so_and_keeps_serving(make_lora, base_model_dir, tmp_path):
     """Its own S3 server, stopped mid-way: the replica keeps serving its last good state, reports
     the registry as unreadable (readiness warning, metric), and past the limit fails readiness."""
