@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bioinstruct.settings import CoreSettings, apply_offline_env
+from tests.readiness import wait_ready
 from tests.s3_server import s3  # noqa: F401 - fixture: a moto S3 server on loopback
 
 apply_offline_env()
@@ -156,9 +157,7 @@ class LiveService:
 def live_service(engine, tmp_path_factory, core):
     """One gateway for the whole session, on the session engine, with its own empty registry."""
     import threading
-    import time as _time
 
-    import httpx
     import uvicorn
     from bioinstruct.service.app import create_app
     from bioinstruct.service.engine import free_port
@@ -176,16 +175,7 @@ def live_service(engine, tmp_path_factory, core):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base_url = f"http://127.0.0.1:{port}"
-    deadline = _time.monotonic() + 300
-    while _time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base_url}/health/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        _time.sleep(0.3)
-    else:
-        pytest.fail("gateway did not become ready")
+    wait_ready(base_url, 300)
     yield LiveService(app, server, thread, base_url, registry, publish_root, admin_token)
     server.should_exit = True
     thread.join(timeout=30)

@@ -13,6 +13,8 @@ from bioinstruct.service.app import create_app
 from bioinstruct.service.engine import free_port
 from bioinstruct.service.settings import ServiceSettings
 
+from tests.readiness import wait_ready
+
 
 def publish(live, folder: Path, name: str, category: str = "QA", alias: str | None = None) -> dict:
     """Copy a LoRA folder under the publish root and publish it through the admin API."""
@@ -45,15 +47,8 @@ class ExtraGateway:
 
     def __enter__(self) -> ExtraGateway:
         self.thread.start()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base_url}/health/ready", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("extra gateway not ready")
+        wait_ready(self.base_url, 120, interval=0.2)
+        return self
 
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True

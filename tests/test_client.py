@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -35,6 +34,7 @@ from bioinstruct.client import (
 )
 from tests.fake_engine import FakeEngine
 from tests.fake_engine import serve as serve_fake_engine
+from tests.readiness import wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 USAGE = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
@@ -212,17 +212,7 @@ def gateway(tmp_path_factory, base_model_dir):
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise AssertionError(log.read_text()[-3000:])
+        wait_ready(url, 180, proc=proc, log=log)
         yield url
     finally:
         if proc.poll() is None:

@@ -26,6 +26,7 @@ import pytest
 
 from bioinstruct.registry import Registry
 from tests.fake_engine import FakeEngine, serve
+from tests.readiness import wait_ready
 from tests.s3_server import free_port, start_s3
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,16 +57,7 @@ class Replica:
                                      start_new_session=True)
 
     def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"replica not ready: {self.log.read_text()[-3000:]}")
+        wait_ready(self.url, timeout, proc=self.proc, log=self.log)
 
     def complete(self, model: str, session: str | None = None) -> httpx.Response:
         headers = {"x-session-id": session} if session else {}

@@ -18,7 +18,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from unittest import mock
@@ -37,6 +36,7 @@ from bioinstruct.model import MARKER, inspect_base_model
 from bioinstruct.settings import CoreSettings
 from tests.fake_engine import FakeEngine
 from tests.fake_engine import serve as serve_fake_engine
+from tests.readiness import wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = (CoreSettings, ServiceSettings, EngineSettings, ObservabilitySettings)
@@ -421,17 +421,7 @@ def test_serve_with_a_hub_id_serves_that_model(hub, tmp_path, base_model_dir):
     proc = subprocess.Popen(args, cwd=ROOT, env=_hub_env(hub, tmp_path), stdout=log.open("w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise AssertionError(log.read_text()[-3000:])
+        wait_ready(f"http://127.0.0.1:{port}", 180, proc=proc, log=log)
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()["data"]
         assert models[0]["id"] == "smol"
         assert models[0]["root"] == f"HuggingFaceTB--Tiny-Instruct@{sha}"

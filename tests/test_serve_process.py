@@ -13,6 +13,8 @@ import httpx
 import pytest
 from bioinstruct.service.engine import free_port
 
+from tests.readiness import wait_ready
+
 pytestmark = pytest.mark.engine
 
 
@@ -48,17 +50,14 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "bioinstruct.cli", "serve", "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 420
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise AssertionError("serve did not become ready")
+    try:
+        # The pipe is read only once the server has exited (reading a live one would block).
+        output = lambda: proc.stdout.read().decode() if proc.poll() is not None else "(still running)"  # noqa: E731
+        wait_ready(url, 420, proc=proc, log=output, interval=0.5)
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc, url
 
 
 def _wait_gone(pids: set[int], timeout: float) -> set[int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import time
 from pathlib import Path
@@ -53,6 +55,34 @@ def _overrides(**kw: Any) -> dict[str, Any]:
     return out
 
 
+# The recipe options both commands take: name -> (type, option). One list, so `train` and
+# `train-all` cannot drift apart; the command receives them loaded as `cfg`.
+RECIPE_OPTIONS: dict[str, tuple[type, Any]] = {
+    "config": (str, CONFIG), "base_model": (Path, BASE_MODEL), "rank": (int, RANK), "alpha": (float, ALPHA),
+    "dropout": (float, DROPOUT), "target_modules": (str, TARGETS), "lr": (float, LR), "schedule": (str, SCHEDULE),
+    "epochs": (float, EPOCHS), "max_steps": (int, MAX_STEPS), "batch_size": (int, BATCH), "grad_accum": (int, ACCUM),
+    "max_length": (int, MAX_LEN), "batching": (str, BATCHING), "seed": (int, SEED), "save_every": (int, SAVE_EVERY),
+    "eval_every": (int, EVAL_EVERY), "precision": (str, PRECISION), "gradient_checkpointing": (bool, GRAD_CKPT),
+    "exclude_ids_file": (Path, EXCLUDE), "num_threads": (int, THREADS), "data_format": (str, FORMAT),
+}
+
+
+def with_recipe_options(command):
+    """Add RECIPE_OPTIONS to a typer command's options and call it with `cfg=` the TrainConfig
+    they make (the config file, overridden by every option given)."""
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "cfg"]
+    recipe = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+              for name, (kind, option) in RECIPE_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> None:
+        options = {name: kwargs.pop(name) for name in RECIPE_OPTIONS}
+        command(**kwargs, cfg=_load(options.pop("config"), _overrides(**options)))
+
+    run.__signature__ = inspect.Signature([*own, *recipe])
+    return run
+
+
 def _fail(exc: Exception) -> typer.Exit:
     typer.secho(f"error: {exc}", fg="red", err=True)
     return typer.Exit(2)
@@ -86,6 +116,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(ship_app, name="ship")
 
     @app.command("train")
+    @with_recipe_options
     def train_cmd(
         data: list[Path] = typer.Option(None, "--data", "-d", help=(
             "JSONL records (ours, prompt/completion, messages or Alpaca: see --format); repeat for several "
@@ -98,24 +129,12 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", help="Run folder path (instead of --run-name)"),
         alias: str = typer.Option(None, "--alias", help="Point this registry alias (e.g. qa) at the new version"),
         description: str = typer.Option(None, "--description"),
-        config: str = CONFIG, base_model: Path = BASE_MODEL,
-        rank: int = RANK, alpha: float = ALPHA, dropout: float = DROPOUT, target_modules: str = TARGETS,
-        lr: float = LR, schedule: str = SCHEDULE, epochs: float = EPOCHS, max_steps: int = MAX_STEPS,
-        batch_size: int = BATCH, grad_accum: int = ACCUM, max_length: int = MAX_LEN, batching: str = BATCHING,
-        seed: int = SEED, save_every: int = SAVE_EVERY, eval_every: int = EVAL_EVERY, precision: str = PRECISION,
-        gradient_checkpointing: bool = GRAD_CKPT, exclude_ids_file: Path = EXCLUDE, num_threads: int = THREADS,
-        publish: bool = PUBLISH, registry: str = REGISTRY, quiet: bool = QUIET, data_format: str = FORMAT,
+        publish: bool = PUBLISH, registry: str = REGISTRY, quiet: bool = QUIET, *, cfg: Any,
     ) -> None:
         """Train one LoRA adapter (re-running the same command resumes it), publish it, move an alias."""
         from bioinstruct.training.data import DataError
         from bioinstruct.training.trainer import TrainError, TrainJob
 
-        cfg = _load(config, _overrides(
-            base_model=base_model, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, lr=lr,
-            schedule=schedule, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
-            max_length=max_length, batching=batching, seed=seed, save_every=save_every, eval_every=eval_every,
-            precision=precision, gradient_checkpointing=gradient_checkpointing, exclude_ids_file=exclude_ids_file,
-            num_threads=num_threads, data_format=data_format))
         core = core_settings()
         try:
             if category is not None and category.upper() not in CATEGORIES:
@@ -139,6 +158,7 @@ def register(app: typer.Typer) -> None:
                                    "metrics": result.manifest.metrics}, indent=2))
 
     @app.command("train-all")
+    @with_recipe_options
     def train_all_cmd(
         data_dir: Path = typer.Option(None, "--data-dir", help=(
             "Folder with qa.jsonl, ie.jsonl, gen.jsonl, all.jsonl in any format of --format (default "
@@ -146,24 +166,12 @@ def register(app: typer.Typer) -> None:
         categories: str = typer.Option(",".join(TRAIN_ALL_DEFAULT), "--categories", help="Comma-separated subset of QA,IE,GEN,ALL"),
         prefix: str = typer.Option("bioinstruct", "--prefix", help="Adapters are named <prefix>-qa, <prefix>-ie, ..."),
         set_aliases: bool = typer.Option(True, "--aliases/--no-aliases", help="Point aliases qa, ie, gen, all at the new versions"),
-        config: str = CONFIG, base_model: Path = BASE_MODEL,
-        rank: int = RANK, alpha: float = ALPHA, dropout: float = DROPOUT, target_modules: str = TARGETS,
-        lr: float = LR, schedule: str = SCHEDULE, epochs: float = EPOCHS, max_steps: int = MAX_STEPS,
-        batch_size: int = BATCH, grad_accum: int = ACCUM, max_length: int = MAX_LEN, batching: str = BATCHING,
-        seed: int = SEED, save_every: int = SAVE_EVERY, eval_every: int = EVAL_EVERY, precision: str = PRECISION,
-        gradient_checkpointing: bool = GRAD_CKPT, exclude_ids_file: Path = EXCLUDE, num_threads: int = THREADS,
-        publish: bool = PUBLISH, registry: str = REGISTRY, quiet: bool = QUIET, data_format: str = FORMAT,
+        publish: bool = PUBLISH, registry: str = REGISTRY, quiet: bool = QUIET, *, cfg: Any,
     ) -> None:
         """One adapter per family (QA, IE, GEN) and one on all of them: the paper's comparison."""
         from bioinstruct.training.data import DataError
         from bioinstruct.training.trainer import TrainError, TrainJob
 
-        cfg = _load(config, _overrides(
-            base_model=base_model, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, lr=lr,
-            schedule=schedule, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
-            max_length=max_length, batching=batching, seed=seed, save_every=save_every, eval_every=eval_every,
-            precision=precision, gradient_checkpointing=gradient_checkpointing, exclude_ids_file=exclude_ids_file,
-            num_threads=num_threads, data_format=data_format))
         core = core_settings()
         folder = (data_dir or core.home / "data" / "train").expanduser()
         wanted = [c.strip().upper() for c in categories.split(",") if c.strip()]

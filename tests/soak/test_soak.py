@@ -25,6 +25,7 @@ from bioinstruct.service.engine import free_port
 
 from bioinstruct.model import inspect_base_model
 from bioinstruct.registry import Registry
+from tests.readiness import wait_ready
 
 pytestmark = [pytest.mark.soak, pytest.mark.engine]
 
@@ -67,18 +68,11 @@ def server(tmp_path_factory, make_lora, base_model_dir):
     proc = subprocess.Popen([sys.executable, "-m", "bioinstruct.cli", "serve", "--port", str(port),
                              "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    started = time.monotonic()
-    while time.monotonic() - started < 600:
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
+    try:
+        RESULTS["cold_start_s"] = round(wait_ready(url, 600, proc=proc, interval=0.5), 1)
+    except AssertionError:
         proc.kill()
-        pytest.fail("serve not ready")
-    RESULTS["cold_start_s"] = round(time.monotonic() - started, 1)
+        raise
     yield proc, url
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
