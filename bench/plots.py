@@ -24,6 +24,18 @@ def save_figure(fig: Any, out: Path, name: str) -> list[str]:
     return [name]
 
 
+def bar_panels(rows: dict[str, dict[str, Any]], panels: Sequence[tuple[str, str, float]], out: Path,
+               name: str) -> list[str]:
+    """One bar chart per (key, y label, scale): each row's median with its min-max range."""
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(1 + 3.4 * len(panels), 3.5), squeeze=False)
+    names = list(rows)
+    for ax, (key, label, scale) in zip(axes[0], panels, strict=True):
+        med, err = errorbars([rows[n][key] for n in names], scale)
+        ax.bar(names, med, yerr=err, capsize=4)
+        ax.set_ylabel(label)
+    return save_figure(fig, out, name)
+
+
 def errorbars(rows: Sequence[dict[str, Any]], scale: float = 1.0) -> tuple[list[float], list[list[float]]]:
     """Medians of summaries (bench/stats.py) and [below, above] distances to their min and max,
     for matplotlib's yerr / xerr."""

@@ -30,7 +30,7 @@ from typing import Any
 
 import typer
 from bioinstruct.bench.console import log
-from bioinstruct.bench.plots import errorbars, pyplot, save_figure
+from bioinstruct.bench.plots import bar_panels
 from bioinstruct.bench.report import Comparison, document, fmt, fmt_summary, table, target
 from bioinstruct.bench.stats import paired_ratio, summaries, summary
 from bioinstruct.bench.training import sample_records
@@ -205,15 +205,8 @@ def markdown(rep: dict[str, Any]) -> str:
 
 
 def plot(out: Path, rep: dict[str, Any]) -> list[str]:
-    rows = rep["rows"]
-    fig, axes = pyplot().subplots(1, 3, figsize=(11, 3.5))
-    names = list(rows)
-    for ax, key, label in ((axes[0], "tokens_per_s", "real tokens / s"), (axes[1], "peak_rss_mb", "peak RSS (MB)"),
-                           (axes[2], "heldout_loss", "held-out loss")):
-        med, err = errorbars([rows[n][key] for n in names])
-        ax.bar(names, med, yerr=err, capsize=4)
-        ax.set_ylabel(label)
-    return save_figure(fig, out, "trl.png")
+    return bar_panels(rep["rows"], (("tokens_per_s", "real tokens / s", 1), ("peak_rss_mb", "peak RSS (MB)", 1),
+                                    ("heldout_loss", "held-out loss", 1)), out, "trl.png")
 
 
 def command(

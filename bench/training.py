@@ -26,7 +26,7 @@ from typing import Any
 import typer
 from bioinstruct.bench.console import log
 from bioinstruct.bench.machine import loadavg
-from bioinstruct.bench.plots import errorbars, pyplot, save_figure
+from bioinstruct.bench.plots import bar_panels
 from bioinstruct.bench.report import Comparison, document, fmt, fmt_summary, table, target
 from bioinstruct.bench.stats import paired_ratio, summaries
 
@@ -115,15 +115,8 @@ def markdown(rep: dict[str, Any]) -> str:
 
 
 def plot(out: Path, rep: dict[str, Any]) -> list[str]:
-    rows = rep["rows"]
-    fig, axes = pyplot().subplots(1, 2, figsize=(9, 3.5))
-    names = list(rows)
-    for ax, key, label, scale in ((axes[0], "tokens_per_s", "real tokens / s", 1),
-                                  (axes[1], "padding_fraction", "padding (%)", 100)):
-        med, err = errorbars([rows[n][key] for n in names], scale)
-        ax.bar(names, med, yerr=err, capsize=4)
-        ax.set_ylabel(label)
-    return save_figure(fig, out, "training.png")
+    return bar_panels(rep["rows"], (("tokens_per_s", "real tokens / s", 1), ("padding_fraction", "padding (%)", 100)),
+                      out, "training.png")
 
 
 def command(

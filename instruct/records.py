@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from bioinstruct.instruct.families import TaskFamily
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+# Text that must say something: instructions and outputs, in records and in seed tasks.
+NonBlankText = Annotated[str, AfterValidator(_not_blank)]
 
 
 class InstructionRecord(BaseModel):
@@ -19,16 +29,9 @@ class InstructionRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1)
-    instruction: str = Field(min_length=1)
+    instruction: NonBlankText
     input: str = ""
-    output: str = Field(min_length=1)
+    output: NonBlankText
     category: TaskFamily
     task_type: str | None = None
     provenance: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("instruction", "output")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from bioinstruct.instruct.families import TaskFamily
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from bioinstruct.instruct.records import NonBlankText
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SEEDS_PATH = Path(__file__).with_name("seed_tasks.jsonl")
 
@@ -19,16 +20,9 @@ class SeedTask(BaseModel):
     id: str = Field(pattern=r"^seed-\d{3}$")
     category: TaskFamily
     task_type: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    instruction: str
+    instruction: NonBlankText
     input: str = ""
-    output: str
-
-    @field_validator("instruction", "output")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
+    output: NonBlankText
 
 
 def load_seeds(path: str | Path | None = None) -> list[SeedTask]:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
+S = TypeVar("S")
 
 
 async def get_gateway(request: Request) -> Gateway:
@@ -50,24 +51,18 @@ async def get_admin_models(gateway: Gateway = Depends(get_admin)) -> ServingMode
     return gateway.servings.models
 
 
-async def get_qa_serving(gateway: Gateway = Depends(get_gateway)) -> QAServing:
-    return gateway.servings.qa
+def _serving(room: str, kind: type[S]) -> Callable[..., Awaitable[S]]:
+    """The dependency that hands a route its serving class (each built once, at start-up)."""
+    async def get(gateway: Gateway = Depends(get_gateway)) -> S:
+        return getattr(gateway.servings, room)
+    return get
 
 
-async def get_extract_serving(gateway: Gateway = Depends(get_gateway)) -> ExtractServing:
-    return gateway.servings.extract
-
-
-async def get_generate_serving(gateway: Gateway = Depends(get_gateway)) -> GenerateServing:
-    return gateway.servings.generate
-
-
-async def get_openai_serving(gateway: Gateway = Depends(get_gateway)) -> OpenAIServing:
-    return gateway.servings.openai
-
-
-async def get_models(gateway: Gateway = Depends(get_gateway)) -> ServingModels:
-    return gateway.servings.models
+get_qa_serving = _serving("qa", QAServing)
+get_extract_serving = _serving("extract", ExtractServing)
+get_generate_serving = _serving("generate", GenerateServing)
+get_openai_serving = _serving("openai", OpenAIServing)
+get_models = _serving("models", ServingModels)
 
 
 def body_as(model: type[M]) -> Callable[[Request], Awaitable[M]]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bioinstruct.settings import CoreSettings, apply_offline_env
-from tests.readiness import wait_ready
 from tests.s3_server import s3  # noqa: F401 - fixture: a moto S3 server on loopback
+from tests.server_process import wait_ready
 
 apply_offline_env()
 

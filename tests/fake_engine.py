@@ -76,30 +76,39 @@ class FakeEngine:
         return 404, {"error": {"message": f"no route {method} {path}"}}
 
 
-def serve(engine: FakeEngine, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive, no access log, and one way to answer (for every stand-in server)."""
 
+    protocol_version = "HTTP/1.1"
+
+    def send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def serve(engine: FakeEngine, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    class Handler(QuietHandler):
         def _reply(self, method: str) -> None:
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length) if length else b""
             body = json.loads(raw) if raw else {}
             status, payload = engine.handle(method, self.path.split("?")[0], body)
-            data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("content-type", "text/plain" if isinstance(payload, str) else "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            if isinstance(payload, str):
+                self.send(status, payload.encode(), "text/plain")
+            else:
+                self.send(status, json.dumps(payload).encode())
 
         def do_GET(self) -> None:  # noqa: N802
             self._reply("GET")
 
         def do_POST(self) -> None:  # noqa: N802
             self._reply("POST")
-
-        def log_message(self, *args) -> None:
-            pass
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True

@@ -13,7 +13,7 @@ from bioinstruct.service.app import create_app
 from bioinstruct.service.engine import free_port
 from bioinstruct.service.settings import ServiceSettings
 
-from tests.readiness import wait_ready
+from tests.server_process import wait_ready
 
 
 def publish(live, folder: Path, name: str, category: str = "QA", alias: str | None = None) -> dict:

@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ from bioinstruct.client import (
 )
 from tests.fake_engine import FakeEngine
 from tests.fake_engine import serve as serve_fake_engine
-from tests.readiness import wait_ready
+from tests.server_process import stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 USAGE = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
@@ -215,13 +214,7 @@ def gateway(tmp_path_factory, base_model_dir):
         wait_ready(url, 180, proc=proc, log=log)
         yield url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop(proc)
         engine_server.shutdown()
 
 

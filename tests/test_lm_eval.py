@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.service_helpers import publish
 
@@ -24,21 +25,14 @@ ITEMS = [
     ("Which hormone lowers blood glucose?", ["Glucagon", "Cortisol", "Adrenaline", "Insulin"], 3),
 ]
 
-TASK_YAML = """task: bio_mc_tiny
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: answer
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-"""
+
+
+def _task(data: Path) -> dict:
+    """An lm-eval multiple-choice task config on a local JSONL file (written out as YAML)."""
+    return {"task": "bio_mc_tiny", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
+            "test_split": "test", "output_type": "multiple_choice",
+            "doc_to_text": "Question: {{question}}\nAnswer:", "doc_to_choice": "{{choices}}", "doc_to_target": "answer",
+            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +40,7 @@ def task_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("lm-eval-task")
     data = folder / "items.jsonl"
     data.write_text("".join(json.dumps({"question": q, "choices": c, "answer": a}) + "\n" for q, c, a in ITEMS))
-    (folder / "bio_mc_tiny.yaml").write_text(TASK_YAML.format(data=data))
+    (folder / "bio_mc_tiny.yaml").write_text(yaml.safe_dump(_task(data)))
     return folder
 
 

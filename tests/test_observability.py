@@ -56,6 +56,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests import test_deploy
+from tests.fake_engine import QuietHandler
 from tests.test_deploy import CHART, by_kind, render
 
 helm = test_deploy.helm  # the real helm binary (scripts/get-helm.sh)
@@ -75,33 +76,22 @@ class RecordingEngine:
         self.calls: list[tuple[str, dict[str, str]]] = []
         engine = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _answer(self, status: int, body: bytes, ctype: str) -> None:
-                self.send_response(status)
-                self.send_header("content-type", ctype)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        class Handler(QuietHandler):
 
             def do_GET(self) -> None:  # noqa: N802
                 engine.calls.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
-                self._answer(200, b"{}", "application/json")
+                self.send(200, b"{}", "application/json")
 
             def do_POST(self) -> None:  # noqa: N802
                 self.rfile.read(int(self.headers.get("content-length") or 0))
                 engine.calls.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
                 if self.path == "/v1/completions":
-                    self._answer(200, b'{"choices": [{"text": "ok"}]}', "application/json")
+                    self.send(200, b'{"choices": [{"text": "ok"}]}', "application/json")
                 elif self.path == "/v1/chat/completions":
                     events = b'data: {"choices": [{"delta": {"content": "o"}}]}\n\ndata: [DONE]\n\n'
-                    self._answer(200, events, "text/event-stream")
+                    self.send(200, events, "text/event-stream")
                 else:
-                    self._answer(500, b'{"error": {"message": "boom"}}', "application/json")
+                    self.send(500, b'{"error": {"message": "boom"}}', "application/json")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

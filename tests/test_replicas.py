@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -26,8 +25,8 @@ import pytest
 
 from bioinstruct.registry import Registry
 from tests.fake_engine import FakeEngine, serve
-from tests.readiness import wait_ready
 from tests.s3_server import free_port, start_s3
+from tests.server_process import stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN = {"Authorization": "Bearer replica-admin"}
@@ -65,13 +64,7 @@ class Replica:
                           headers=headers, timeout=30)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop(self.proc)
         self.engine_server.shutdown()
 
 

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import signal
 import struct
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from bioinstruct.model import MARKER, inspect_base_model
 from bioinstruct.settings import CoreSettings
 from tests.fake_engine import FakeEngine
 from tests.fake_engine import serve as serve_fake_engine
-from tests.readiness import wait_ready
+from tests.server_process import stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = (CoreSettings, ServiceSettings, EngineSettings, ObservabilitySettings)
@@ -428,13 +427,7 @@ def test_serve_with_a_hub_id_serves_that_model(hub, tmp_path, base_model_dir):
         folder = tmp_path / "models" / "hub" / f"HuggingFaceTB--Tiny-Instruct@{sha}"
         assert inspect_base_model(folder).revision == sha
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop(proc)
         engine_server.shutdown()
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from bioinstruct.service.engine import free_port
 
-from tests.readiness import wait_ready
+from tests.server_process import wait_ready
 
 pytestmark = pytest.mark.engine
 

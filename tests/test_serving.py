@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import httpx
 import jsonschema
@@ -30,6 +30,8 @@ from bioinstruct.service.settings import ServiceSettings
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from tests.fake_engine import QuietHandler
+
 # ---- a stand-in engine ---------------------------------------------------------------------
 
 
@@ -43,23 +45,12 @@ class StandInEngine:
         self.cut_after: int | None = None
         engine = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
-                self.send_response(status)
-                self.send_header("content-type", ctype)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        class Handler(QuietHandler):
 
             def do_GET(self) -> None:  # noqa: N802
                 if self.path == "/v1/models":
-                    return self._send(200, b'{"object": "list", "data": [{"id": "base", "parent": null}]}')
-                self._send(200, b"" if self.path == "/metrics" else b"{}", "text/plain")
+                    return self.send(200, b'{"object": "list", "data": [{"id": "base", "parent": null}]}')
+                self.send(200, b"" if self.path == "/metrics" else b"{}", "text/plain")
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)))
@@ -67,7 +58,7 @@ class StandInEngine:
                 chat = self.path == "/v1/chat/completions"
                 if not body.get("stream"):
                     choice = {"message": {"role": "assistant", "content": "ok"}} if chat else {"text": " ok"}
-                    return self._send(200, json.dumps({
+                    return self.send(200, json.dumps({
                         "choices": [{"index": 0, "finish_reason": "length", **choice}],
                         "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode())
                 self.send_response(200)

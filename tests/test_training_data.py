@@ -20,6 +20,8 @@ from bioinstruct.training.data import (
     tokenize_record,
 )
 
+from tests.tiny_model import make_tiny_llama
+
 
 def _record(i: int, words: int = 5, category: str = "QA", output: str | None = None) -> dict:
     instruction, input_text = qa_task(f"Does drug {i} lower blood pressure?", ["context " * words], ["yes", "no", "maybe"])
@@ -325,18 +327,7 @@ def test_forcing_a_format(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory, base_model_dir) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    out = tmp_path_factory.mktemp("tiny-llama")
-    tok = AutoTokenizer.from_pretrained(base_model_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return make_tiny_llama(base_model_dir, tmp_path_factory.mktemp("tiny-llama"), hidden=32, layers=1, heads=2)
 
 
 def test_bioinstruct_train_on_a_messages_file(tiny_model_dir, tmp_path):

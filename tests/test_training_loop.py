@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 from bioinstruct.adapter_files import AdapterLimits
 from bioinstruct.model import inspect_base_model
 from bioinstruct.registry import Registry
+from tests.tiny_model import make_tiny_llama
 
 TINY = {"max_length": 128, "rank": 4, "alpha": 8, "dropout": 0.1, "batch_size": 2, "grad_accum": 2,
         "max_steps": 6, "save_every": 2, "eval_every": 3, "learning_rate": 1e-2, "eval_fraction": 0.1}
@@ -36,17 +37,16 @@ TINY = {"max_length": 128, "rank": 4, "alpha": 8, "dropout": 0.1, "batch_size": 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory, base_model_dir) -> Path:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    return make_tiny_llama(base_model_dir, tmp_path_factory.mktemp("tiny-llama"))
 
-    out = tmp_path_factory.mktemp("tiny-llama")
-    tok = AutoTokenizer.from_pretrained(base_model_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+
+def _wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path, timeout: float) -> None:
+    """Until the run has written its first checkpoint (the moment to kill it)."""
+    deadline = time.monotonic() + timeout
+    while not list((run_dir / "checkpoints").glob("step-*")):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, f"no checkpoint within {timeout:.0f} s"
+        time.sleep(0.05)
 
 
 def _records(n: int = 30, category: str = "QA", start: int = 0) -> list[dict]:
@@ -193,11 +193,7 @@ def test_killed_cli_run_resumes_with_the_same_command(tiny_model_dir, data_file,
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while not list((run_dir / "checkpoints").glob("step-*")):
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.1)
+        _wait_for_checkpoint(proc, run_dir, 120)
         proc.send_signal(signal.SIGKILL)  # no chance to clean up
     finally:
         proc.wait(timeout=30)
@@ -256,11 +252,7 @@ def test_two_processes_each_with_its_own_run_folder_stop_and_resume(tiny_model_d
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while not list((node0 / "checkpoints").glob("step-*")):
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "no checkpoint within 240 s"
-            time.sleep(0.05)
+        _wait_for_checkpoint(proc, node0, 240)
         # torchrun and both workers (which torchrun starts in sessions of their own), no clean-up
         for p in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
             p.kill()

@@ -25,7 +25,7 @@ from bioinstruct.service.engine import free_port
 
 from bioinstruct.model import inspect_base_model
 from bioinstruct.registry import Registry
-from tests.readiness import wait_ready
+from tests.server_process import wait_ready
 
 pytestmark = [pytest.mark.soak, pytest.mark.engine]
 

@@ -1,7 +1,9 @@
-"""Waiting for a gateway to be ready: one loop for every test that starts one."""
+"""A gateway started by a test: waiting until it is ready, stopping it (and its children)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -32,3 +34,15 @@ def _tail(log: Path | Callable[[], str] | None) -> str:
         return "(no log)"
     text = log.read_text(errors="replace") if isinstance(log, Path) else log()
     return text[-3000:]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group (started with start_new_session=True); SIGKILL after 30 s."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
