@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 import typer
+
 from bioinstruct.bench import traffic
 from bioinstruct.bench.console import log, progress
 from bioinstruct.bench.loras import ALL_LINEAR, DEFAULT_TARGETS, make_lora, merge_lora

@@ -11,6 +11,7 @@ import time
 import traceback
 
 import typer
+
 from bioinstruct.bench import adapters, coldstart, dedup_repeats, serving, swap, trainers, training
 
 COMMANDS = {

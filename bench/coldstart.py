@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import typer
+
 from bioinstruct.bench.console import log
 from bioinstruct.bench.loras import make_lora, publish_adapters
 from bioinstruct.bench.machine import loadavg
@@ -35,7 +36,6 @@ from bioinstruct.bench.processes import (
 )
 from bioinstruct.bench.report import Comparison, document, fmt_summary, table
 from bioinstruct.bench.stats import paired_ratio, summaries, summary
-
 from bioinstruct.settings import CoreSettings
 
 WAYS = ("engine", "serve", "make serve")

@@ -30,7 +30,6 @@ from typing import Any
 
 from bioinstruct.generation import datasets
 from bioinstruct.generation.dedup import DEFAULT_THRESHOLD, RougeDeduper, dedup_with_rouge_score
-
 from bioinstruct.settings import CoreSettings
 
 

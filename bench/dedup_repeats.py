@@ -19,18 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import typer
+
 from bioinstruct.bench.console import log
 from bioinstruct.bench.machine import loadavg
 from bioinstruct.bench.plots import pyplot, save_figure
 from bioinstruct.bench.report import Comparison, document, fmt, fmt_summary, table, target
 from bioinstruct.bench.stats import summary
-
 from bioinstruct.settings import CoreSettings
 
 
 def score_check(texts: list[str], rows: int = 200, cols: int = 100, seed: int = 0) -> dict[str, Any]:
-    from bioinstruct.generation.dedup import rouge_l_matrix
     from rouge_score import rouge_scorer
+
+    from bioinstruct.generation.dedup import rouge_l_matrix
 
     rng = random.Random(seed)
     a = rng.sample(texts, min(rows, len(texts)))

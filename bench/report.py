@@ -19,7 +19,6 @@ from typing import Any
 from bioinstruct.bench.console import log
 from bioinstruct.bench.machine import loadavg, machine_info, machine_line
 from bioinstruct.eval.provenance import current_command
-
 from bioinstruct.settings import CoreSettings, apply_offline_env
 
 

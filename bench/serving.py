@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+
 from bioinstruct.bench import traffic
 from bioinstruct.bench.console import log, progress
 from bioinstruct.bench.loras import make_lora, publish_adapters

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import typer
+
 from bioinstruct.bench import traffic
 from bioinstruct.bench.console import log
 from bioinstruct.bench.loras import make_lora, next_version, publish, publish_adapters

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
+
 from bioinstruct.bench.console import log
 from bioinstruct.bench.plots import bar_panels
 from bioinstruct.bench.report import Comparison, document, fmt, fmt_summary, table, target
 from bioinstruct.bench.stats import paired_ratio, summaries, summary
 from bioinstruct.bench.training import sample_records
-
 from bioinstruct.settings import CoreSettings
 
 BACKENDS = ("ours", "trl")
@@ -53,8 +53,9 @@ def _config(steps: int, threads: int):
 
 
 def _data(sample: Path, cfg):
-    from bioinstruct.training.data import load_training_data
     from transformers import AutoTokenizer
+
+    from bioinstruct.training.data import load_training_data
 
     tok = AutoTokenizer.from_pretrained(CoreSettings().base_model_dir)
     data = load_training_data(tok, [sample], max_length=cfg.max_length, overlong=cfg.overlong,
@@ -78,11 +79,12 @@ def train_ours(sample: Path, steps: int, out: Path, threads: int) -> dict[str, A
 
 def train_trl(sample: Path, steps: int, out: Path, threads: int) -> dict[str, Any]:
     import torch
-    from bioinstruct.training.data import IGNORE_INDEX
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
+
+    from bioinstruct.training.data import IGNORE_INDEX
 
     torch.set_num_threads(threads)
     cfg = _config(steps, threads)
@@ -115,9 +117,10 @@ def heldout_loss(adapter: Path, sample: Path, cfg, limit: int = 100) -> float:
     """Mean response-token loss of base + adapter on the loader's held-out examples (one function
     for every backend's adapter)."""
     import torch
-    from bioinstruct.training.trainer import response_loss
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
+
+    from bioinstruct.training.trainer import response_loss
 
     _, data = _data(sample, cfg)
     base = AutoModelForCausalLM.from_pretrained(CoreSettings().base_model_dir, dtype=torch.float32)

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
+
 from bioinstruct.bench.console import log
 from bioinstruct.bench.machine import loadavg
 from bioinstruct.bench.plots import bar_panels
 from bioinstruct.bench.report import Comparison, document, fmt, fmt_summary, table, target
 from bioinstruct.bench.stats import paired_ratio, summaries
-
 from bioinstruct.settings import CoreSettings
 
 MODES = ("naive", "bucket", "pack")

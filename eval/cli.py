@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import get_args
 
 import typer
-from bioinstruct.eval.settings import EvalSettings, admin_token_from_env
-from bioinstruct.instruct.benchmark import TaskError, load_task, task_files
-from bioinstruct.instruct.prompts import TypeStrategy
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from bioinstruct.eval.settings import EvalSettings, admin_token_from_env
+from bioinstruct.instruct.benchmark import TaskError, load_task, task_files
+from bioinstruct.instruct.prompts import TypeStrategy
 
 console = Console(stderr=True)
 out = Console()
@@ -119,7 +120,6 @@ def eval_main(
     from bioinstruct.eval.judge import JudgeConfig
     from bioinstruct.eval.provenance import current_command
     from bioinstruct.eval.runner import RunOptions, run_task
-
     from bioinstruct.settings import CoreSettings
 
     settings = _settings()
@@ -241,7 +241,6 @@ def eval_gate(
     """
     from bioinstruct.eval.gate import GateError, GateOptions, run_gate
     from bioinstruct.eval.provenance import current_command
-
     from bioinstruct.settings import CoreSettings
 
     settings = _settings()
@@ -303,7 +302,6 @@ def load_main(
         return
     from bioinstruct.eval.load import DEFAULT_TASKS, BenchOptions, run_bench
     from bioinstruct.eval.provenance import current_command
-
     from bioinstruct.settings import CoreSettings
 
     settings = _settings()
@@ -346,8 +344,9 @@ def eval_entity_types(
 ) -> None:
     """Per type, precision and recall with each subset of types requested (BC5CDR: Chemical,
     Disease; BC2GM: Gene), through /extract: does the service honour the types asked for?"""
-    from bioinstruct.eval.entity_types import MATRIX, run_matrix, write
     from rich.progress import Progress
+
+    from bioinstruct.eval.entity_types import MATRIX, run_matrix, write
 
     if strategy is not None and strategy not in get_args(TypeStrategy):
         console.print(f"[red]error:[/red] --strategy {escape(strategy)} is not one of "

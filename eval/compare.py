@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from bioinstruct.eval.bootstrap import paired_bootstrap
 from bioinstruct.eval.metrics import is_percent
 from bioinstruct.eval.report import load_items, load_report, metrics_from_context

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bioinstruct.eval.bootstrap import resample_counts, score_with_ci
-from bioinstruct.eval.metrics import EntityScore
 
 from bioinstruct.client import AsyncBioInstructClient
+from bioinstruct.eval.bootstrap import resample_counts, score_with_ci
+from bioinstruct.eval.metrics import EntityScore
 
 # The matrix: for each corpus, the types it annotates and the subsets requested.
 MATRIX: dict[str, dict[str, Any]] = {

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from bioinstruct.eval.compare import compare_runs
 from bioinstruct.eval.metrics import metric_spec
 from bioinstruct.eval.runner import RunOptions, ScoredOptions, run_dir_name, run_task
-
 from bioinstruct.registry import REF_RE
 
 

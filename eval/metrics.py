@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+
 from bioinstruct.instruct.benchmark import TaskError, TaskSpec
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from bioinstruct.eval.bootstrap import resample_counts, score_with_ci
 from bioinstruct.eval.client import Record
 from bioinstruct.eval.latency import percentiles

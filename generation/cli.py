@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import typer
-from bioinstruct.generation.settings import GenerationSettings, data_root
 
+from bioinstruct.generation.settings import GenerationSettings, data_root
 from bioinstruct.settings import CoreSettings
 
 CONVERTER_NAMES = ("pubmedqa", "bc5cdr", "bc2gm", "chemprot", "meqsum")

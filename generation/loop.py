@@ -26,6 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import openai
+from openai import AsyncOpenAI
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
 from bioinstruct.generation.dedup import RougeDeduper
 from bioinstruct.generation.filters import FilterConfig, first_rejection
 from bioinstruct.generation.labeling import label_category
@@ -35,14 +44,6 @@ from bioinstruct.generation.settings import GenerationSettings
 from bioinstruct.generation.stats import GenerationStats, RunCounters
 from bioinstruct.generation.store import RecordStore, write_json_atomic
 from bioinstruct.instruct.records import InstructionRecord
-from openai import AsyncOpenAI
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 SOURCE = "self-instruct"
 # Answers that no retry or other prompt will change: stop the run and say what to fix.

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 
-from bioinstruct.instruct.families import TaskFamily
 from pydantic import BaseModel, Field
+
+from bioinstruct.instruct.families import TaskFamily
 
 _FIELDS = {
     "instruction": "instruction", "instructions": "instruction",

@@ -17,8 +17,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bioinstruct.instruct.records import InstructionRecord
 from pydantic import ValidationError
+
+from bioinstruct.instruct.records import InstructionRecord
 
 
 class StoreError(RuntimeError):

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
 from bioinstruct.instruct.families import TaskFamily
 from bioinstruct.instruct.parsing import match_option
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PACKAGED_TASKS_DIR = Path(__file__).resolve().parent / "benchmarks"
 LIMIT_SEED = 0

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from bioinstruct.instruct.families import TaskFamily
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from bioinstruct.instruct.families import TaskFamily
 
 
 def _not_blank(value: str) -> str:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import typer
-from bioinstruct.generation.datasets import pubmedqa
 
+from bioinstruct.generation.datasets import pubmedqa
 from bioinstruct.settings import core_settings
 
 LABELS = ["yes", "no", "maybe"]

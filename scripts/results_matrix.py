@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import typer
+
 from bioinstruct.eval.compare import compare_runs
 
 ADAPTERS = ["base", "qa", "ie", "gen", "all"]

@@ -14,6 +14,7 @@ import json
 
 import httpx
 import typer
+
 from bioinstruct.instruct.prompts import CHEMPROT_LABELS, pair_relation_question
 
 SENTENCES = [

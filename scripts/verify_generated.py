@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from bioinstruct.generation.dedup import DEFAULT_THRESHOLD, dedup_fast, rouge_l_matrix
 from bioinstruct.generation.store import read_records
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from bioinstruct.instruct.families import TaskFamily
 from bioinstruct.instruct.records import NonBlankText
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SEEDS_PATH = Path(__file__).with_name("seed_tasks.jsonl")
 

@@ -33,15 +33,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from bioinstruct.adapter_files import AdapterLimits
 from bioinstruct.instruct.families import TaskFamily
+from bioinstruct.model import BaseModelInfo
+from bioinstruct.registry import NotFound, Registry, RegistryError, RegistryUnavailable, parse_ref
 from bioinstruct.service.engine_client import EngineClient
 from bioinstruct.service.errors import APIError
 from bioinstruct.service.metrics import Metrics
 from bioinstruct.service.model_server_protocol import LoraState
-
-from bioinstruct.adapter_files import AdapterLimits
-from bioinstruct.model import BaseModelInfo
-from bioinstruct.registry import NotFound, Registry, RegistryError, RegistryUnavailable, parse_ref
 
 log = logging.getLogger("bioinstruct.adapters")
 

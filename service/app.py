@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
+from fastapi import FastAPI
+
+from bioinstruct import __version__
 from bioinstruct.service.engine import EngineProcess, EngineSettings
 from bioinstruct.service.errors import install_error_handlers
 from bioinstruct.service.gateway import Gateway
@@ -12,9 +15,6 @@ from bioinstruct.service.middleware import GatewayMiddleware, install_request_co
 from bioinstruct.service.observability import ObservabilitySettings, build_tracing
 from bioinstruct.service.routes import admin, health, inference, openai_compat
 from bioinstruct.service.settings import ServiceSettings
-from fastapi import FastAPI
-
-from bioinstruct import __version__
 from bioinstruct.settings import CoreSettings
 
 log = logging.getLogger("bioinstruct.service")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from fastapi import Request
+
 from bioinstruct.service.errors import APIError
 from bioinstruct.service.settings import ServiceSettings
-from fastapi import Request
 
 
 def _bearer(request: Request) -> str | None:

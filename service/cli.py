@@ -27,14 +27,14 @@ from typing import Any
 from unittest import mock
 
 import typer
-from bioinstruct.service.engine import EngineSettings
-from bioinstruct.service.observability import ObservabilitySettings
-from bioinstruct.service.settings import ServiceSettings
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, NoDecode
 from pydantic_settings.exceptions import SettingsError
 
 from bioinstruct.model import BaseModelError, BaseModelInfo, ensure_base_model
+from bioinstruct.service.engine import EngineSettings
+from bioinstruct.service.observability import ObservabilitySettings
+from bioinstruct.service.settings import ServiceSettings
 from bioinstruct.settings import CoreSettings, core_settings
 
 # vLLM's own flag names, for the settings that mean what vLLM's flag means

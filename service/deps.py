@@ -10,6 +10,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+
 from bioinstruct.service.auth import Caller, authenticate, require_admin
 from bioinstruct.service.errors import APIError
 from bioinstruct.service.gateway import Gateway
@@ -20,9 +24,6 @@ from bioinstruct.service.serving import (
     QAServing,
     ServingModels,
 )
-from fastapi import Depends, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)

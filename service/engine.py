@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
-from bioinstruct.service.engine_guard import die_with_parent
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from bioinstruct.adapter_files import EngineLimits
+from bioinstruct.service.engine_guard import die_with_parent
 from bioinstruct.settings import offline_env
 from bioinstruct.vllm_plugin import FAST_CPU_LORA_ENV, registry_resolver
 

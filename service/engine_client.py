@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+
 from bioinstruct.service import observability
 from bioinstruct.service.errors import APIError
 

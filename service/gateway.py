@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from bioinstruct.instruct.families import TaskFamily
+from bioinstruct.model import BaseModelInfo, inspect_base_model
+from bioinstruct.publishing import PublishTarget
+from bioinstruct.registry import open_registry
 from bioinstruct.service.adapters import AdapterManager, Target
 from bioinstruct.service.admission import Admission
 from bioinstruct.service.auth import Caller
@@ -29,10 +32,6 @@ from bioinstruct.service.protocol import Usage
 from bioinstruct.service.serving import Servings
 from bioinstruct.service.settings import ServiceSettings
 from bioinstruct.service.supervisor import EngineSupervisor
-
-from bioinstruct.model import BaseModelInfo, inspect_base_model
-from bioinstruct.publishing import PublishTarget
-from bioinstruct.registry import open_registry
 from bioinstruct.settings import CoreSettings
 
 log = logging.getLogger("bioinstruct.service")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from bioinstruct.service.model_server_protocol import ModelServerCollector
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bioinstruct.service.model_server_protocol import ModelServerCollector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from bioinstruct.instruct.prompts import CHEMPROT_LABELS, DEFAULT_ENTITY_TYPES, TypeStrategy
-from bioinstruct.service.errors import ErrorDetail
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -16,7 +14,9 @@ from pydantic import (
     model_validator,
 )
 
+from bioinstruct.instruct.prompts import CHEMPROT_LABELS, DEFAULT_ENTITY_TYPES, TypeStrategy
 from bioinstruct.registry import NAME_PATTERN, REF_PATTERN, VERSION_PATTERN, Category
+from bioinstruct.service.errors import ErrorDetail
 
 MAX_TEXT = 100_000
 MAX_OPTIONS = 32

@@ -7,9 +7,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from bioinstruct.instruct.prompts import TypeStrategy
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bioinstruct.instruct.prompts import TypeStrategy
 
 
 class ServiceSettings(BaseSettings):

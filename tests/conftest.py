@@ -159,6 +159,7 @@ def live_service(engine, tmp_path_factory, core):
     import threading
 
     import uvicorn
+
     from bioinstruct.service.app import create_app
     from bioinstruct.service.engine import free_port
     from bioinstruct.service.settings import ServiceSettings

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+
 from bioinstruct.service.app import create_app
 from bioinstruct.service.engine import free_port
 from bioinstruct.service.settings import ServiceSettings
-
 from tests.server_process import wait_ready
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from bioinstruct.service.adapters import AdapterManager
-from bioinstruct.service.metrics import Metrics
 
 from bioinstruct.adapter_files import AdapterLimits
 from bioinstruct.model import inspect_base_model
 from bioinstruct.registry import Registry
+from bioinstruct.service.adapters import AdapterManager
+from bioinstruct.service.metrics import Metrics
 
 
 class FakeEngineClient:

@@ -4,6 +4,7 @@ themselves start engines and take long, so their report code is checked here on 
 from __future__ import annotations
 
 import pytest
+
 from bioinstruct.bench import adapters, coldstart, dedup_repeats, serving, swap, training
 from bioinstruct.eval.client import Record
 

@@ -13,6 +13,7 @@ import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
 from bioinstruct.bench import traffic
 from bioinstruct.bench.report import Comparison, document, target
 from bioinstruct.bench.stats import paired_ratio, summary

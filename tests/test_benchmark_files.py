@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from bioinstruct.instruct.benchmark import (
     PACKAGED_TASKS_DIR,
     TaskError,

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from bioinstruct.service.engine import free_port
 
 from bioinstruct.client import (
     AsyncBioInstructClient,
@@ -31,6 +30,7 @@ from bioinstruct.client import (
     GenerateResult,
     QAResult,
 )
+from bioinstruct.service.engine import free_port
 from tests.fake_engine import FakeEngine
 from tests.fake_engine import serve as serve_fake_engine
 from tests.server_process import stop, wait_ready

@@ -444,7 +444,6 @@ def _setting_names() -> set[str]:
     from bioinstruct.service.engine import EngineSettings
     from bioinstruct.service.observability import ObservabilitySettings
     from bioinstruct.service.settings import ServiceSettings
-
     from bioinstruct.settings import CoreSettings
 
     names = {f"BIOINSTRUCT_{f.upper()}" for f in CoreSettings.model_fields}

@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+
 from bioinstruct.service.engine import EngineProcess, EngineSettings, EngineStartError
 
 pytestmark = pytest.mark.engine

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from bioinstruct.service.engine_client import EngineClient
 from bioinstruct.service.errors import APIError
 

@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import pytest
+
 from bioinstruct.service.engine_guard import group_members
 
 # A stand-in for vLLM mid-start-up: ignores SIGTERM and has a child of its own (its EngineCore).

@@ -4,6 +4,7 @@ and the merge of several asks; the served behaviour is in tests/test_gene_guard.
 from __future__ import annotations
 
 import pytest
+
 from bioinstruct.instruct.prompts import ENTITY_TYPE_GROUPS, entity_asks, entity_task
 from bioinstruct.service.protocol import ExtractRequest
 from bioinstruct.service.serving.extract import _entities

@@ -12,6 +12,8 @@ import time
 import httpx
 import numpy as np
 import pytest
+from fake_hosts import fake_hosts_router
+
 from bioinstruct.eval.client import (
     EvalClient,
     Record,
@@ -19,7 +21,6 @@ from bioinstruct.eval.client import (
     read_records,
     retry_after_seconds,
 )
-from fake_hosts import fake_hosts_router
 
 URL = "http://svc.test"
 # Not the global respx router: the session's live gateway must keep reaching its real engine.

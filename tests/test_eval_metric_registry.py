@@ -7,6 +7,8 @@ import re
 
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from bioinstruct.eval.metrics import (
     METRICS,
     Accuracy,
@@ -17,7 +19,6 @@ from bioinstruct.eval.metrics import (
     register_metric,
 )
 from bioinstruct.instruct.benchmark import PACKAGED_TASKS_DIR, TaskError, all_tasks, load_task_file
-from typer.testing import CliRunner
 
 
 def test_every_shipped_task_names_registered_metrics_of_its_kind():

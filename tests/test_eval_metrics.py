@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+
 from bioinstruct.eval.bootstrap import paired_bootstrap, resample_counts, score_with_ci
 from bioinstruct.eval.judge import parse_score
 from bioinstruct.eval.latency import percentile, percentiles

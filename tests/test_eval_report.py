@@ -14,14 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 import typer
+from fake_hosts import fake_hosts_router
+from typer.testing import CliRunner
+
 from bioinstruct.eval.compare import compare_runs
 from bioinstruct.eval.gate import GateOptions, run_gate
 from bioinstruct.eval.load import BenchOptions, run_bench
 from bioinstruct.eval.report import load_items, load_report
 from bioinstruct.eval.runner import RunOptions, rescore, run_task
 from bioinstruct.instruct.benchmark import PACKAGED_TASKS_DIR, TaskError, TaskSpec, load_task
-from fake_hosts import fake_hosts_router
-from typer.testing import CliRunner
 
 URL = "http://gateway.test"
 

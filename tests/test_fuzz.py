@@ -11,7 +11,6 @@ import os
 
 import pytest
 import schemathesis
-from bioinstruct.service.app import create_app
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -22,6 +21,7 @@ from schemathesis.checks import (
 )
 from schemathesis.generation import GenerationMode
 
+from bioinstruct.service.app import create_app
 from tests.service_helpers import ExtraGateway
 
 pytestmark = pytest.mark.engine

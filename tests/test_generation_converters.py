@@ -7,6 +7,7 @@ import re
 from collections import Counter
 
 import pytest
+
 from bioinstruct.generation.converters import CONVERTERS
 from bioinstruct.generation.datasets import bc2gm, bc5cdr, chemprot, chemprot_unmark, pubmedqa
 from bioinstruct.instruct.families import TaskFamily

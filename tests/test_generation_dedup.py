@@ -5,6 +5,10 @@ from __future__ import annotations
 import random
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rouge_score import rouge_scorer
+
 from bioinstruct.generation.dedup import (
     RougeDeduper,
     TokenEncoder,
@@ -14,9 +18,6 @@ from bioinstruct.generation.dedup import (
     rouge_l_matrix,
     rouge_tokens,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from rouge_score import rouge_scorer
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 VOCAB = ("the a of in and to patient patients dose doses drug aspirin heparin renal kidney failure acute "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from bioinstruct.generation.filters import (
     FilterConfig,
     blacklisted,

@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
+
 from bioinstruct.generation.dedup import dedup_fast
 from bioinstruct.generation.loop import GenerationError, SelfInstructLoop, rejected_path, stats_path
 from bioinstruct.generation.prompting import PromptExample
 from bioinstruct.generation.settings import GenerationSettings
 from bioinstruct.generation.store import read_records
-
 from tests.fake_server import FakeChatServer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from bioinstruct.generation.store import RecordStore, StoreError, read_records, write_records
 from bioinstruct.instruct.families import TaskFamily
 from bioinstruct.instruct.records import InstructionRecord

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from bioinstruct.instruct import TaskFamily, build_messages, render_example, render_prompt
 
 

@@ -11,14 +11,14 @@ import re
 import time
 
 import httpx
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
 from bioinstruct.service.model_server_protocol import (
     REQUIRED_FAMILIES,
     LoraState,
     ModelServerCollector,
 )
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.service_helpers import publish
 
 

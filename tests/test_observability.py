@@ -37,6 +37,9 @@ import promql_parser
 import pytest
 import uvicorn
 import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
 from bioinstruct.service.engine_client import EngineClient
 from bioinstruct.service.errors import install_error_handlers
 from bioinstruct.service.middleware import (
@@ -52,9 +55,6 @@ from bioinstruct.service.observability import (
     logging_config,
     observability_settings,
 )
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
-
 from tests import test_deploy
 from tests.fake_engine import QuietHandler
 from tests.test_deploy import CHART, by_kind, render

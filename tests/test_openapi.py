@@ -110,8 +110,9 @@ def test_compare_schema_says_which_body_each_route_takes():
 
 
 def test_compare_sends_the_same_body_to_each_adapter():
-    from bioinstruct.service.protocol import CompareRequest, ExtractRequest
     from pydantic import TypeAdapter
+
+    from bioinstruct.service.protocol import CompareRequest, ExtractRequest
 
     req = TypeAdapter(CompareRequest).validate_python(
         {"route": "extract", "adapters": ["base", "ie@2"], "request": {"text": "Aspirin.", "max_tokens": 5.0}})

@@ -7,10 +7,11 @@ import re
 from collections import Counter
 
 import pytest
+from rouge_score import rouge_scorer
+
 from bioinstruct.instruct.families import TaskFamily
 from bioinstruct.instruct.parsing import match_option, parse_entities, parse_relations
 from bioinstruct.seeds.schema import SEEDS_PATH, SeedTask, load_seeds
-from rouge_score import rouge_scorer
 
 TARGET_MIX = {TaskFamily.IE: 27, TaskFamily.GEN: 27, TaskFamily.QA: 18, TaskFamily.OTHER: 8}
 # A line that `instruct.parsing` reads as an entity ('Type: mention') or a relation.

@@ -24,14 +24,14 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
-from bioinstruct.service import cli as service_cli
-from bioinstruct.service.engine import EngineSettings, free_port
-from bioinstruct.service.observability import ObservabilitySettings
-from bioinstruct.service.settings import ServiceSettings
 from typer.testing import CliRunner
 
 from bioinstruct import cli
 from bioinstruct.model import MARKER, inspect_base_model
+from bioinstruct.service import cli as service_cli
+from bioinstruct.service.engine import EngineSettings, free_port
+from bioinstruct.service.observability import ObservabilitySettings
+from bioinstruct.service.settings import ServiceSettings
 from bioinstruct.settings import CoreSettings
 from tests.fake_engine import FakeEngine
 from tests.fake_engine import serve as serve_fake_engine
@@ -52,7 +52,6 @@ def _clean_environ() -> dict[str, str]:
 
 def _invoke(args: list[str], env: dict[str, str] | None = None):
     from bioinstruct.service.settings import service_settings
-
     from bioinstruct.settings import core_settings
 
     cli._register_subcommands()

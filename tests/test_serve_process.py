@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from bioinstruct.service.engine import free_port
 
+from bioinstruct.service.engine import free_port
 from tests.server_process import wait_ready
 
 pytestmark = pytest.mark.engine

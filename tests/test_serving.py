@@ -16,6 +16,9 @@ from http.server import ThreadingHTTPServer
 import httpx
 import jsonschema
 import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
 from bioinstruct.service import deps
 from bioinstruct.service.app import create_app
 from bioinstruct.service.auth import Caller
@@ -27,9 +30,6 @@ from bioinstruct.service.openai_protocol import (
 )
 from bioinstruct.service.serving import Servings
 from bioinstruct.service.settings import ServiceSettings
-from fastapi.testclient import TestClient
-from pydantic import ValidationError
-
 from tests.fake_engine import QuietHandler
 
 # ---- a stand-in engine ---------------------------------------------------------------------

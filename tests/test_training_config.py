@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from bioinstruct.training.config import ConfigError, TrainConfig, builtin_configs, load_config
 from typer.testing import CliRunner
+
+from bioinstruct.training.config import ConfigError, TrainConfig, builtin_configs, load_config
 
 
 def test_packaged_configs_load():
@@ -115,6 +116,7 @@ def test_cli_rejects_an_unknown_format_without_a_traceback(tmp_path):
 @pytest.mark.parametrize("name", ["accelerate-ddp.yaml", "accelerate-fsdp.yaml", "accelerate-multinode.yaml"])
 def test_shipped_accelerate_configs_load_as_accelerate_reads_them(name):
     from accelerate.commands.config.config_args import ClusterConfig
+
     from bioinstruct.training.config import CONFIGS_DIR
 
     cfg = ClusterConfig.from_yaml_file(str(CONFIGS_DIR / name))

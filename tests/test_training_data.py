@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+
 from bioinstruct.instruct.format import SYSTEM_PROMPTS, render_example, render_prompt, user_content
 from bioinstruct.instruct.prompts import qa_task
 from bioinstruct.instruct.records import InstructionRecord
@@ -19,7 +20,6 @@ from bioinstruct.training.data import (
     read_records,
     tokenize_record,
 )
-
 from tests.tiny_model import make_tiny_llama
 
 

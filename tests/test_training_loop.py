@@ -18,17 +18,17 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+from safetensors.torch import load_file
+
+from bioinstruct.adapter_files import AdapterLimits
 from bioinstruct.instruct.prompts import qa_task
 from bioinstruct.instruct.records import InstructionRecord
+from bioinstruct.model import inspect_base_model
+from bioinstruct.registry import Registry
 from bioinstruct.training import batching
 from bioinstruct.training.config import load_config
 from bioinstruct.training.data import sha256_file, tokenize_record
 from bioinstruct.training.trainer import TrainJob, response_loss, train
-from safetensors.torch import load_file
-
-from bioinstruct.adapter_files import AdapterLimits
-from bioinstruct.model import inspect_base_model
-from bioinstruct.registry import Registry
 from tests.tiny_model import make_tiny_llama
 
 TINY = {"max_length": 128, "rank": 4, "alpha": 8, "dropout": 0.1, "batch_size": 2, "grad_accum": 2,

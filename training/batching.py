@@ -20,6 +20,7 @@ import random
 from collections.abc import Sequence
 
 import torch
+
 from bioinstruct.training.data import IGNORE_INDEX, Example
 
 Row = list[int]

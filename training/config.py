@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from bioinstruct.training.formats import DataFormat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bioinstruct.adapter_files import EngineLimits, engine_layer
+from bioinstruct.training.formats import DataFormat
 
 DEFAULT_CONFIG = "cpu-smollm2"
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"

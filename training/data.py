@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bioinstruct.checksums import sha256_file  # noqa: F401 - callers import it from here
 from bioinstruct.instruct.families import TaskFamily
 from bioinstruct.instruct.format import render_example
 from bioinstruct.instruct.records import InstructionRecord
@@ -27,8 +28,6 @@ from bioinstruct.training.formats import (
     parse_line,
     to_record,
 )
-
-from bioinstruct.checksums import sha256_file  # noqa: F401 - callers import it from here
 
 IGNORE_INDEX = -100
 EVAL_SPLIT_SALT = "bioinstruct-eval-split-v1"  # fixed: the held-out split does not move with the seed

@@ -21,10 +21,11 @@ import hashlib
 import json
 from typing import Any, Literal, get_args
 
+from pydantic import ValidationError
+
 from bioinstruct.instruct.families import TaskFamily
 from bioinstruct.instruct.format import SYSTEM_PROMPTS, user_content
 from bioinstruct.instruct.records import InstructionRecord
-from pydantic import ValidationError
 
 DataFormat = Literal["auto", "bioinstruct", "prompt-completion", "messages", "alpaca"]
 FORMATS: tuple[str, ...] = get_args(DataFormat)[1:]  # the concrete ones, without "auto"

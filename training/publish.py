@@ -11,11 +11,10 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from bioinstruct.training.checkpoint import write_json_atomic
-from bioinstruct.training.config import TrainConfig
-
 from bioinstruct.publishing import PublishTarget, publish_adapter
 from bioinstruct.registry import Manifest, NotFound, Provenance, open_registry
+from bioinstruct.training.checkpoint import write_json_atomic
+from bioinstruct.training.config import TrainConfig
 
 PUBLISHED = "published.json"
 

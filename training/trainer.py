@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from bioinstruct.registry import CATEGORIES, Manifest, RegistryError, check_name
+from bioinstruct.settings import CoreSettings, apply_offline_env
 from bioinstruct.training import batching
 from bioinstruct.training import checkpoint as ckpt
 from bioinstruct.training.config import TrainConfig, stable_hash
 from bioinstruct.training.data import IGNORE_INDEX, Example, TrainingData, load_training_data
-
-from bioinstruct.registry import CATEGORIES, Manifest, RegistryError, check_name
-from bioinstruct.settings import CoreSettings, apply_offline_env
 
 RUN_FORMAT = 1
 

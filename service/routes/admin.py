@@ -7,6 +7,10 @@ import asyncio
 from pathlib import Path
 from typing import Annotated
 
+from fastapi import APIRouter, Depends
+from fastapi import Path as PathParam
+
+from bioinstruct.registry import NAME_PATTERN, Provenance, RegistryError
 from bioinstruct.service.deps import get_admin, get_admin_models
 from bioinstruct.service.errors import APIError, responses
 from bioinstruct.service.gateway import Gateway
@@ -19,10 +23,6 @@ from bioinstruct.service.protocol import (
     PublishRequest,
 )
 from bioinstruct.service.serving import ServingModels
-from fastapi import APIRouter, Depends
-from fastapi import Path as PathParam
-
-from bioinstruct.registry import NAME_PATTERN, Provenance, RegistryError
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 # Path parameters say in the schema what the registry accepts (an invalid one is a 400 either way).

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
 from bioinstruct.service.auth import Caller
 from bioinstruct.service.deps import (
     get_caller,
@@ -30,8 +33,6 @@ from bioinstruct.service.protocol import (
 )
 from bioinstruct.service.serving import ExtractServing, GenerateServing, QAServing
 from bioinstruct.service.serving.streaming import HEADERS
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
 
 router = APIRouter(tags=["tasks"])
 TASK_ERRORS = responses(400, 401, 403, 404, 413, 429, 499, 503, 504)

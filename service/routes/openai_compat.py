@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
 from bioinstruct.service.auth import Caller
 from bioinstruct.service.deps import (
     body_as,
@@ -29,8 +32,6 @@ from bioinstruct.service.openai_protocol import (
 from bioinstruct.service.serving import OpenAIServing, ServingModels
 from bioinstruct.service.serving.openai import OpenAIRequest
 from bioinstruct.service.serving.streaming import HEADERS
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
 
 __all__ = ["MAX_LOGPROBS", "MAX_N", "document_request_bodies", "router"]
 

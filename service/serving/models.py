@@ -10,13 +10,12 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bioinstruct.publishing import publish_adapter
+from bioinstruct.registry import AliasRecord, Manifest, Provenance, parse_ref
 from bioinstruct.service.auth import Caller
 from bioinstruct.service.errors import APIError
 from bioinstruct.service.openai_protocol import ModelCard, ModelList
 from bioinstruct.service.protocol import AdaptersOut, AdapterVersionOut, AliasOut
-
-from bioinstruct.publishing import publish_adapter
-from bioinstruct.registry import AliasRecord, Manifest, Provenance, parse_ref
 
 if TYPE_CHECKING:
     from bioinstruct.service.gateway import Gateway

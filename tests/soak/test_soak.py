@@ -21,10 +21,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from bioinstruct.service.engine import free_port
 
 from bioinstruct.model import inspect_base_model
 from bioinstruct.registry import Registry
+from bioinstruct.service.engine import free_port
 from tests.server_process import wait_ready
 
 pytestmark = [pytest.mark.soak, pytest.mark.engine]
