@@ -107,7 +107,9 @@ def run_dedup_bench(sizes: tuple[int, ...] = (1000, 5000, 25000), *, baseline_ma
         print(json.dumps(row), flush=True)
     result = {
         "benchmark": f"Self-Instruct ROUGE-L dedup (threshold {threshold:.2f}), fast vs rouge-score loop",
-        "command": "python -m bioinstruct.bench.dedup --sizes " + " ".join(map(str, sizes)) + f" --baseline-max {baseline_max}",
+        "command": (
+            "python -m bioinstruct.bench.dedup --sizes " + " ".join(map(str, sizes)) + f" --baseline-max {baseline_max}"
+        ),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "baseline_s_per_pair": baseline_s_per_pair,
         "rows": rows,
@@ -125,7 +127,8 @@ def to_markdown(result: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         base = r.get("baseline_s")
-        base_txt = "-" if base is None else (f"{base}" + (" (extrapolated)" if r.get("baseline") == "extrapolated" else ""))
+        base_txt = "-" if base is None else (
+            f"{base}" + (" (extrapolated)" if r.get("baseline") == "extrapolated" else ""))
         same = {True: "yes", None: "not run", False: "NO"}[r.get("identical_decisions")]
         lines.append(f"| {r['texts']} | {r['kept']} | {r['pairs_scored']:,} | {r['fast_s']} | {base_txt} | "
                      f"{r.get('speedup', '-')}x | {same} |")

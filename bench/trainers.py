@@ -128,7 +128,8 @@ def heldout_loss(adapter: Path, sample: Path, cfg, limit: int = 100) -> float:
     total, count = 0.0, 0
     with torch.no_grad():
         for ex in data.eval[:limit]:
-            batch = {"input_ids": torch.tensor([ex.input_ids]), "attention_mask": torch.ones(1, ex.length, dtype=torch.long),
+            batch = {"input_ids": torch.tensor([ex.input_ids]),
+                     "attention_mask": torch.ones(1, ex.length, dtype=torch.long),
                      "labels": torch.tensor([ex.labels])}
             loss, n = response_loss(model, batch)
             total, count = total + float(loss), count + n
@@ -166,8 +167,8 @@ def run(steps: int = 40, repeats: int = 2, records: int = 1500, data: Path | Non
             result = _worker(backend, sample, steps, bench.out / "runs" / f"{backend}-{rep}", threads)
             result["heldout_loss"] = heldout_loss(Path(result["adapter"]), sample, cfg)
             runs.append({"repeat": rep, "backend": backend, **result})
-            log(f"rep {rep + 1} {backend}: {result['tokens_per_s']:.0f} real tok/s, peak {result['peak_rss_mb']:.0f} MB, "
-                f"held-out loss {result['heldout_loss']:.3f}")
+            log(f"rep {rep + 1} {backend}: {result['tokens_per_s']:.0f} real tok/s, "
+                f"peak {result['peak_rss_mb']:.0f} MB, held-out loss {result['heldout_loss']:.3f}")
     keys = ("tokens_per_s", "peak_rss_mb", "heldout_loss", "train_loss", "tokens", "train_time_s")
     rows = {b: summaries([r for r in runs if r["backend"] == b], keys) for b in backends}
     ratios, loss_delta = {}, None

@@ -30,7 +30,8 @@ def read_safetensors_header(data_or_path: bytes | Path) -> dict[str, Any]:
                 raise RegistryError("adapter_model.safetensors is truncated (no header)", code="corrupt_adapter")
             (hlen,) = struct.unpack("<Q", head)
             if hlen > 100 << 20 or 8 + hlen > size_total:
-                raise RegistryError("adapter_model.safetensors is truncated or corrupt (bad header length)", code="corrupt_adapter")
+                raise RegistryError("adapter_model.safetensors is truncated or corrupt (bad header length)",
+                                    code="corrupt_adapter")
             raw = fh.read(hlen)
     else:
         data = data_or_path
@@ -39,7 +40,8 @@ def read_safetensors_header(data_or_path: bytes | Path) -> dict[str, Any]:
             raise RegistryError("adapter_model.safetensors is truncated (no header)", code="corrupt_adapter")
         (hlen,) = struct.unpack("<Q", data[:8])
         if hlen > 100 << 20 or 8 + hlen > size_total:
-            raise RegistryError("adapter_model.safetensors is truncated or corrupt (bad header length)", code="corrupt_adapter")
+            raise RegistryError("adapter_model.safetensors is truncated or corrupt (bad header length)",
+                                code="corrupt_adapter")
         raw = data[8 : 8 + hlen]
     try:
         header = json.loads(raw)
@@ -128,7 +130,8 @@ def check_adapter_folder(folder: Path, limits: AdapterLimits | None = None) -> d
         )
     missing = [f for f in ADAPTER_FILES if f not in names]
     if missing:
-        raise RegistryError(f"adapter folder is missing {missing}: a peft LoRA folder holds {list(ADAPTER_FILES)}", code="incomplete_adapter")
+        raise RegistryError(f"adapter folder is missing {missing}: a peft LoRA folder holds {list(ADAPTER_FILES)}",
+                            code="incomplete_adapter")
     for entry in folder.iterdir():
         if entry.is_symlink():
             raise RegistryError(f"{entry.name} is a symlink; adapter files must be regular files", code="unsafe_path")
@@ -137,7 +140,8 @@ def check_adapter_folder(folder: Path, limits: AdapterLimits | None = None) -> d
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RegistryError(f"adapter_config.json is not valid JSON: {exc}", code="corrupt_adapter") from exc
     if str(config.get("peft_type", "")).upper() != "LORA":
-        raise RegistryError(f"peft_type is {config.get('peft_type')!r}; only LoRA adapters are served", code="unsupported_adapter")
+        raise RegistryError(f"peft_type is {config.get('peft_type')!r}; only LoRA adapters are served",
+                            code="unsupported_adapter")
     rank = int(config.get("r", 0))
     if rank <= 0:
         raise RegistryError("adapter_config.json has no positive rank 'r'", code="corrupt_adapter")

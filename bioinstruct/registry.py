@@ -723,12 +723,14 @@ class Registry:
         root = Path(self.root).resolve() if self.local else self.cache_dir.resolve()  # type: ignore[union-attr]
         for entry in folder.iterdir():
             if entry.is_symlink() and not entry.resolve().is_relative_to(root):
-                raise RegistryError(f"{manifest.ref}: {entry.name} is a symlink leaving the registry", code="unsafe_path")
+                raise RegistryError(f"{manifest.ref}: {entry.name} is a symlink leaving the registry",
+                                    code="unsafe_path")
         check_adapter_folder(folder, limits)
         for fname, digest in manifest.files.items():
             path = folder / fname
             if not path.is_file():
                 raise RegistryError(f"{manifest.ref}: {fname} is missing", code="corrupt_adapter")
             if sha256_file(path) != digest:
-                raise RegistryError(f"{manifest.ref}: {fname} checksum mismatch (file changed or corrupt)", code="corrupt_adapter")
+                raise RegistryError(f"{manifest.ref}: {fname} checksum mismatch (file changed or corrupt)",
+                                    code="corrupt_adapter")
         return manifest, folder

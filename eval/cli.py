@@ -92,7 +92,8 @@ def eval_main(
     task: list[str] = typer.Option(None, "--task", "-t", help="Task name (repeatable), a task YAML path, or 'all'"),
     adapter: str = typer.Option(None, help="base | an alias (qa) | name@version | auto; default: the route's default"),
     split: str = typer.Option(None, help="Split to run; default the task's default_split (test)"),
-    limit: int = typer.Option(None, min=1, help="Only N items (quick runs): a fixed random sample, the same every time; a larger N adds items"),
+    limit: int = typer.Option(None, min=1, help="Only N items (quick runs): a fixed random sample, "
+                              "the same every time; a larger N adds items"),
     base_url: str = typer.Option(None, help="Gateway URL (env BIOINSTRUCT_EVAL_BASE_URL, default http://127.0.0.1:8000)"),
     out_dir: Path = typer.Option(None, "--out", help="Run folder; an existing one is resumed. Default "
                                  "<home>/reports/<time>-<task>-<adapter>"),

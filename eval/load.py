@@ -130,10 +130,11 @@ async def run_bench(opts: BenchOptions) -> Path:
     mode = "concurrency" if opts.concurrencies else "rate"
     levels: list[float] = list(opts.concurrencies or opts.rates or [])
     config = {
-        "base_url": opts.base_url, "tasks": [t.name for t in opts.tasks], "adapters": [a or "default" for a in opts.adapters],
+        "base_url": opts.base_url, "tasks": [t.name for t in opts.tasks],
+        "adapters": [a or "default" for a in opts.adapters],
         "mode": mode, "levels": levels, "num_requests": opts.num_requests, "max_concurrency": opts.max_concurrency,
-        "stream": opts.stream, "max_tokens": opts.max_tokens, "slo_ms": {"e2e": opts.slo_e2e_ms, "ttft": opts.slo_ttft_ms,
-                                                                           "tpot": opts.slo_tpot_ms},
+        "stream": opts.stream, "max_tokens": opts.max_tokens,
+        "slo_ms": {"e2e": opts.slo_e2e_ms, "ttft": opts.slo_ttft_ms, "tpot": opts.slo_tpot_ms},
         "seed": opts.seed, "command": opts.command, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     def client(**kw: Any) -> EvalClient:
@@ -172,7 +173,8 @@ def _f(x: float | None, nd: int = 0) -> str:
 
 def bench_markdown(report: dict[str, Any]) -> str:
     c = report["config"]
-    slo = ", ".join(f"{k} ≤ {v:g} ms" for k, v in c["slo_ms"].items() if v is not None) or "none (goodput = completed/s)"
+    slo = (", ".join(f"{k} ≤ {v:g} ms" for k, v in c["slo_ms"].items() if v is not None)
+           or "none (goodput = completed/s)")
     lines = [
         f"# Load test: {c['mode']} sweep, adapters {', '.join(c['adapters'])}",
         "",

@@ -220,7 +220,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"- route `/{report['route']}`, family {report['family']}, data `{report['split_file']}`",
         f"- items: {report['n_items']} (answered {report['n_answered']}, errors {sv['errors']}, "
-        f"error rate {sv['error_rate']:.2%}); served by {', '.join(f'{k} ×{v}' for k, v in sv['served_models'].items()) or 'n/a'}",
+        f"error rate {sv['error_rate']:.2%}); served by "
+        f"{', '.join(f'{k} ×{v}' for k, v in sv['served_models'].items()) or 'n/a'}",
         f"- scores in % (LLM judge 1–10), 95% bootstrap CI over items ({report['bootstrap']['resamples']} "
         f"resamples, seed {report['bootstrap']['seed']}); failed requests count as wrong",
         "",
@@ -287,7 +288,8 @@ def write_plots(run_dir: Path, report: dict[str, Any], rows: Sequence[dict[str, 
                        for k in keys])
         fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(keys) + 2), 3.6))
         ax.bar(range(len(keys)), vals, yerr=[vals - lo, hi - vals], capsize=4, color="#4c72b0")
-        ax.set_xticks(range(len(keys)), keys, rotation=30 if len(keys) > 4 else 0, ha="right" if len(keys) > 4 else "center")
+        ax.set_xticks(range(len(keys)), keys, rotation=30 if len(keys) > 4 else 0,
+                      ha="right" if len(keys) > 4 else "center")
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=9)
         for i, v in enumerate(vals):

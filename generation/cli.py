@@ -22,7 +22,8 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 def generate(
     n: int = typer.Option(200, "--n", min=1, help="Records the output file must hold at the end."),
     out: Path | None = typer.Option(None, help="Output JSONL (default: <home>/data/generated/selfinstruct.jsonl)."),
-    base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint ending in /v1 (default: http://127.0.0.1:8000/v1, the service)."),
+    base_url: str | None = typer.Option(
+        None, help="OpenAI-compatible endpoint ending in /v1 (default: http://127.0.0.1:8000/v1, the service)."),
     model: str | None = typer.Option(None, help='Model name (default: "base", the service\'s base model).'),
     api_key: str | None = typer.Option(None, help="API key (default: BIOINSTRUCT_GEN_API_KEY, else a dummy)."),
     temperature: float | None = typer.Option(None, help="Sampling temperature (default 0.7)."),
@@ -31,11 +32,18 @@ def generate(
     batch_size: int | None = typer.Option(None, min=1, help="New tasks asked for per request (default 5)."),
     seed: int | None = typer.Option(None, help="Random seed for example draws and request seeds (default 0)."),
     max_tokens: int | None = typer.Option(None, min=16, help="max_tokens per request (default 1024)."),
-    mix_generated: int | None = typer.Option(None, min=0, help="Of the 3 examples, how many may be accepted generated tasks (default 0)."),
-    max_requests: int | None = typer.Option(None, min=1, help="Give up after this many requests (default max(100, 20*n))."),
-    rouge_threshold: float | None = typer.Option(None, help="Drop an instruction whose ROUGE-L F vs the pool exceeds this (default 0.7)."),
-    label_with_model: bool | None = typer.Option(None, "--label-with-model/--label-with-rules", help="Use the model's category label when valid (default), or rules only."),
-    seeds_file: Path | None = typer.Option(None, "--seeds", help="JSONL of seed tasks (id, instruction, input, output, category) (default: the seeds package)."),
+    mix_generated: int | None = typer.Option(
+        None, min=0, help="Of the 3 examples, how many may be accepted generated tasks (default 0)."),
+    max_requests: int | None = typer.Option(
+        None, min=1, help="Give up after this many requests (default max(100, 20*n))."),
+    rouge_threshold: float | None = typer.Option(
+        None, help="Drop an instruction whose ROUGE-L F vs the pool exceeds this (default 0.7)."),
+    label_with_model: bool | None = typer.Option(
+        None, "--label-with-model/--label-with-rules",
+        help="Use the model's category label when valid (default), or rules only."),
+    seeds_file: Path | None = typer.Option(
+        None, "--seeds",
+        help="JSONL of seed tasks (id, instruction, input, output, category) (default: the seeds package)."),
     progress: bool = typer.Option(True, help="Show the progress bar."),
 ) -> None:
     """Self-Instruct: prompt a chat model with 3 random seed tasks until --n records are accepted.
@@ -88,14 +96,21 @@ def _default_inputs(core: CoreSettings) -> list[Path]:
 
 
 def convert(
-    datasets: list[str] = typer.Option(list(CONVERTER_NAMES), "--dataset", "-d", help="Datasets to convert (repeat the option)."),
-    data_dir: Path | None = typer.Option(None, help="Labeled data folder (default: BIOINSTRUCT_DATA_DIR or ../shared/data)."),
+    datasets: list[str] = typer.Option(
+        list(CONVERTER_NAMES), "--dataset", "-d", help="Datasets to convert (repeat the option)."),
+    data_dir: Path | None = typer.Option(
+        None, help="Labeled data folder (default: BIOINSTRUCT_DATA_DIR or ../shared/data)."),
     out_dir: Path | None = typer.Option(None, help="Converted files (default: <home>/data/converted)."),
-    decontaminate_after: bool = typer.Option(True, "--decontaminate/--no-decontaminate", help="Then build the training files."),
-    extra: list[Path] = typer.Option([], "--include", help="More JSONL files for the training set (default: data/generated/selfinstruct.jsonl if present)."),
+    decontaminate_after: bool = typer.Option(
+        True, "--decontaminate/--no-decontaminate", help="Then build the training files."),
+    extra: list[Path] = typer.Option(
+        [], "--include",
+        help="More JSONL files for the training set (default: data/generated/selfinstruct.jsonl if present)."),
     train_dir: Path | None = typer.Option(None, help="Training files (default: <home>/data/train)."),
     report_dir: Path | None = typer.Option(None, help="Reports (default: <home>/data/reports)."),
-    tasks_dir: Path | None = typer.Option(None, help="Extra folder of benchmark task files whose items are kept out of training too (env BIOINSTRUCT_EVAL_TASKS_DIR)."),
+    tasks_dir: Path | None = typer.Option(
+        None, help="Extra folder of benchmark task files whose items are kept out of training too "
+        "(env BIOINSTRUCT_EVAL_TASKS_DIR)."),
 ) -> None:
     """Convert train splits (PubMedQA trainval, BC5CDR, BC2GM, ChemProt, MeQSum) to instruction records,
     then decontaminate them against every split of every benchmark task file."""
@@ -125,13 +140,16 @@ def convert(
 
 
 def decontaminate(
-    inputs: list[Path] = typer.Argument(None, help="JSONL files (default: data/converted/*.train.jsonl and data/generated/selfinstruct.jsonl)."),
+    inputs: list[Path] = typer.Argument(
+        None, help="JSONL files (default: data/converted/*.train.jsonl and data/generated/selfinstruct.jsonl)."),
     data_dir: Path | None = typer.Option(None, help="Labeled data folder (for the evaluation splits)."),
     train_dir: Path | None = typer.Option(None, help="Training files (default: <home>/data/train)."),
     report_dir: Path | None = typer.Option(None, help="Reports (default: <home>/data/reports)."),
     ngram: int = typer.Option(8, min=2, help="n of the word n-grams."),
     threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Containment at which a record is a near-duplicate."),
-    tasks_dir: Path | None = typer.Option(None, help="Extra folder of benchmark task files whose items are kept out of training too (env BIOINSTRUCT_EVAL_TASKS_DIR)."),
+    tasks_dir: Path | None = typer.Option(
+        None, help="Extra folder of benchmark task files whose items are kept out of training too "
+        "(env BIOINSTRUCT_EVAL_TASKS_DIR)."),
 ) -> None:
     """Drop training records that overlap any evaluation split; write data/train/*.jsonl and a report."""
     core = CoreSettings(**({"data_dir": data_dir} if data_dir else {}))

@@ -216,7 +216,8 @@ def report_markdown(report: dict[str, Any], max_examples: int = 25) -> str:
     lines += ["", "Evaluation texts indexed: " + ", ".join(f"{k} {v}" for k, v in report["evaluation_texts"].items()),
               "", "Training files written: " + ", ".join(f"{k} ({v})" for k, v in report["outputs"].items()), ""]
     if report["removed"]:
-        lines += [f"## Removed records (first {min(max_examples, len(report['removed']))} of {len(report['removed'])})", "",
+        lines += [f"## Removed records (first {min(max_examples, len(report['removed']))} of "
+                  f"{len(report['removed'])})", "",
                   "| id | reason | score | field | evaluation item | record text | evaluation text |",
                   "|---|---|---|---|---|---|---|"]
         for r in report["removed"][:max_examples]:

@@ -46,8 +46,10 @@ _NO_INPUT = {"", "<noinput>", "noinput", "<no input>", "no input", "none", "n/a"
 
 _CATEGORY_WORDS: list[tuple[re.Pattern[str], TaskFamily]] = [
     (re.compile(r"^(ie|information extraction|extraction|extract|ner|named entity|relation)", re.I), TaskFamily.IE),
-    (re.compile(r"^(qa|q&a|question answering|question|answer|multiple[- ]choice|classification)", re.I), TaskFamily.QA),
-    (re.compile(r"^(gen|generation|generate|writing|summari[sz]ation|summary|rewrite|rewriting|explanation|paraphras)", re.I), TaskFamily.GEN),
+    (re.compile(r"^(qa|q&a|question answering|question|answer|"
+                r"multiple[- ]choice|classification)", re.I), TaskFamily.QA),
+    (re.compile(r"^(gen|generation|generate|writing|summari[sz]ation|summary|"
+                r"rewrite|rewriting|explanation|paraphras)", re.I), TaskFamily.GEN),
     (re.compile(r"^(other|misc)", re.I), TaskFamily.OTHER),
 ]
 

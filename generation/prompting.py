@@ -31,7 +31,7 @@ USER_TEMPLATE = """Here are {n_examples} example tasks. Each has an instruction,
 
 {examples}
 
-Write {k} new tasks, numbered {first} to {last}, in the same format. Make them different from the examples and from each other. A text-only model must be able to do each one: no images, files, audio, plots or computer programs. Give the full output of each task."""
+Write {k} new tasks, numbered {first} to {last}, in the same format. Make them different from the examples and from each other. A text-only model must be able to do each one: no images, files, audio, plots or computer programs. Give the full output of each task."""  # noqa: E501
 
 
 class ExampleTask(Protocol):

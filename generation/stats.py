@@ -81,7 +81,8 @@ class GenerationStats(BaseModel):
             f"# Generation run: {self.out}",
             "",
             f"- model `{self.model}` at `{self.base_url}`; requested {self.requested}, "
-            f"records in file {self.records_in_file} ({'complete' if self.complete else 'INCOMPLETE: ' + self.stop_reason})",
+            f"records in file {self.records_in_file} "
+            f"({'complete' if self.complete else 'INCOMPLETE: ' + self.stop_reason})",
             f"- runs that wrote this file: {self.runs}; this run resumed from {self.resumed_from} records",
             "",
             "| | this run | all runs |",
@@ -95,10 +96,12 @@ class GenerationStats(BaseModel):
             f"| elapsed | {r.elapsed_s:.1f} s | {t.elapsed_s:.1f} s |",
             f"| requests/s | {rr['requests_per_s']:.3f} | {tr['requests_per_s']:.3f} |",
             f"| accepted/min | {rr['accepted_per_min']:.2f} | {tr['accepted_per_min']:.2f} |",
-            f"| prompt / completion tokens | {r.prompt_tokens} / {r.completion_tokens} | {t.prompt_tokens} / {t.completion_tokens} |",
+            f"| prompt / completion tokens | {r.prompt_tokens} / {r.completion_tokens} | "
+            f"{t.prompt_tokens} / {t.completion_tokens} |",
             f"| completion tokens/s | {rr['completion_tokens_per_s']:.1f} | {tr['completion_tokens_per_s']:.1f} |",
             "",
-            "Rejected by reason (all runs): " + (", ".join(f"{k} {v}" for k, v in sorted(t.rejected.items(), key=lambda kv: -kv[1])) or "none"),
+            "Rejected by reason (all runs): " + (
+                ", ".join(f"{k} {v}" for k, v in sorted(t.rejected.items(), key=lambda kv: -kv[1])) or "none"),
             "",
             "Category mix of the file: " + ", ".join(
                 f"{k} {v} ({v / max(1, self.records_in_file):.1%})" for k, v in sorted(self.categories.items())),

@@ -12,11 +12,13 @@ import re
 from bioinstruct.instruct.families import TaskFamily
 
 _IE = re.compile(
-    r"\b(extract|identify (all|every|the)|list (all|every|the)\b.*\b(mention|entit|drug|chemical|disease|gene|protein|symptom|medication)|"
+    r"\b(extract|identify (all|every|the)|"
+    r"list (all|every|the)\b.*\b(mention|entit|drug|chemical|disease|gene|protein|symptom|medication)|"
     r"find (all|every)|named entit|ner\b|tag (each|the|all)|annotate|mark up|"
     r"recogni[sz]e (all |every |each |the )?(named )?(entit|mention|drug|chemical|disease|gene|protein)|"
     r"relation(ship)? between|relations\b|"
-    r"which (drugs|chemicals|genes|proteins|diseases) are mentioned|spans?\b|normali[sz]e .* to (a |an )?(code|concept|term)|"
+    r"which (drugs|chemicals|genes|proteins|diseases) are mentioned|spans?\b|"
+    r"normali[sz]e .* to (a |an )?(code|concept|term)|"
     r"map (each|every|all|the)\b|assign each|expand (every|each|all|the)\b.*abbreviation|json\b|"
     r"icd|umls|mesh (term|id)|snomed|rxnorm|adverse (drug )?events? mentioned|mentions?)"
     # an output format of labelled lines: 'Type: mention', 'head | REL | tail', 'drug -> class'
@@ -35,7 +37,8 @@ _QA = re.compile(
     r"(\?\s*$|^\s*(what|which|who|whom|whose|when|where|why|how|is|are|does|do|did|can|could|should|will|would|was|were|has|have)\b|"
     r"^\s*(name|state) (the|a|an|one|two|three)\b|^\s*(calculate|compute)\b|"
     r"\banswer\b|\bchoose\b|\bselect (the|one)|\btrue or false\b|\byes or no\b|\byes, no,? or maybe\b|"
-    r"\bmultiple[- ]choice\b|\bcorrect option\b|\bbest (answer|option)\b|\bdoes the (text|passage|abstract) (support|state)\b|\bentail)",
+    r"\bmultiple[- ]choice\b|\bcorrect option\b|\bbest (answer|option)\b|"
+    r"\bdoes the (text|passage|abstract) (support|state)\b|\bentail)",
     re.IGNORECASE | re.MULTILINE,
 )
 _GEN = re.compile(

@@ -16,7 +16,8 @@ from bioinstruct.instruct.families import TaskFamily
 # is wanted, and is part of the trained format, so it must not change casually.
 SYSTEM_PROMPTS: dict[TaskFamily, str] = {
     TaskFamily.QA: "You are a biomedical assistant. Answer the question accurately and briefly.",
-    TaskFamily.IE: "You are a biomedical assistant. Extract exactly what is asked from the text, copying mentions verbatim.",
+    TaskFamily.IE: ("You are a biomedical assistant. Extract exactly what is asked from the text, "
+                    "copying mentions verbatim."),
     TaskFamily.GEN: "You are a biomedical assistant. Write a clear, accurate and concise response.",
     TaskFamily.OTHER: "You are a biomedical assistant. Follow the instruction carefully.",
 }

@@ -34,13 +34,18 @@ QA_FREE = [
     "Give a short, accurate answer to the question.",
 ]
 ENTITY_INSTRUCTIONS = [
-    "Find every {types} mentioned in the text. Write one per line as 'Type: mention', copying each mention exactly as written. Write 'None' if there is none.",
-    "List all {types} mentions in the text, one per line in the form 'Type: mention', with the mention copied verbatim. If there are none, write 'None'.",
-    "Extract the {types} entities from the text. Output one line per entity as 'Type: mention' using the exact words of the text, or 'None'.",
+    ("Find every {types} mentioned in the text. Write one per line as 'Type: mention', "
+     "copying each mention exactly as written. Write 'None' if there is none."),
+    ("List all {types} mentions in the text, one per line in the form 'Type: mention', "
+     "with the mention copied verbatim. If there are none, write 'None'."),
+    ("Extract the {types} entities from the text. Output one line per entity as 'Type: mention' "
+     "using the exact words of the text, or 'None'."),
 ]
 RELATION_INSTRUCTIONS = [
-    "Find the relations between the entities in the text. Write one per line as 'head | RELATION | tail', copying entity mentions exactly. Allowed relations: {labels}. Write 'None' if there is none.",
-    "List every relation stated in the text as 'head | RELATION | tail', one per line, with mentions copied verbatim. Use only these relations: {labels}. If none, write 'None'.",
+    ("Find the relations between the entities in the text. Write one per line as 'head | RELATION | tail', "
+     "copying entity mentions exactly. Allowed relations: {labels}. Write 'None' if there is none."),
+    ("List every relation stated in the text as 'head | RELATION | tail', one per line, "
+     "with mentions copied verbatim. Use only these relations: {labels}. If none, write 'None'."),
 ]
 NONE_ANSWER = "None"
 

@@ -48,7 +48,8 @@ def _ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, 
     return float(correct.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 
-def main(run_dir: Path, base_url: str = typer.Option("http://127.0.0.1:8000"), model: str = typer.Option("base")) -> None:
+def main(run_dir: Path, base_url: str = typer.Option("http://127.0.0.1:8000"),
+         model: str = typer.Option("base")) -> None:
     items = [json.loads(line) for line in (run_dir / "items.jsonl").read_text().splitlines() if line.strip()]
     by_id = {str(it["id"]): it for it in items}
     data = {str(d["pmid"]): d for d in pubmedqa(core_settings().data_dir, "test")}

@@ -77,7 +77,8 @@ def main(folder: Path, out: Path = typer.Option(None, help="Default: FOLDER/matr
     for i in range(len(tasks)):
         for j in range(len(adapters)):
             if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", color="white" if grid[i, j] < 60 else "black")
+                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center",
+                        color="white" if grid[i, j] < 60 else "black")
     ax.set_title("adapter x task, test splits (primary metric, %)")
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()

@@ -461,7 +461,8 @@ class AdapterManager:
     def warnings(self) -> list[str]:
         """What is wrong but still served: readiness reports it without failing."""
         out = [f"alias {a}: registry record {why}; serving its last good version "
-               f"{self.routes.get(a) or '(none: the alias is not served)'}" for a, why in sorted(self.unreadable.items())]
+               f"{self.routes.get(a) or '(none: the alias is not served)'}"
+               for a, why in sorted(self.unreadable.items())]
         out += [f"alias {a} not served here: {why}" for a, why in sorted(self.alias_errors.items())
                 if a not in self.preload]
         if self.registry_error is not None:

@@ -30,7 +30,8 @@ class Metrics:
                              registry=r)
         self.swap_seconds = Histogram("bioinstruct_adapter_swap_seconds", "Validate+load+warm+flip time",
                                       buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=r)
-        self.adapter_resident = Gauge("bioinstruct_adapter_resident", "1 if this adapter version is loaded in the engine",
+        self.adapter_resident = Gauge("bioinstruct_adapter_resident",
+                                      "1 if this adapter version is loaded in the engine",
                                       ["adapter"], registry=r)
         self.aliases = Gauge("bioinstruct_aliases_serving", "Aliases with a loaded version", registry=r)
         self.unreadable_aliases = Gauge("bioinstruct_registry_unreadable_aliases",

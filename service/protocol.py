@@ -102,7 +102,8 @@ class QAInput(Strict):
     question: NonBlank
     context: str | list[Annotated[str, StringConstraints(max_length=MAX_TEXT)]] | None = Field(
         None, description="A passage or a list of passages (e.g. abstract sections)")
-    options: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]] | None = Field(
+    options: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                                   max_length=1000)]] | None = Field(
         None, description=f"2 to {MAX_OPTIONS} distinct options; the answer is always one of them",
         # In the schema; enforced by the validator below with a message that says what to change.
         json_schema_extra={"minItems": 2, "maxItems": MAX_OPTIONS, "uniqueItems": True})

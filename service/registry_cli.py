@@ -24,7 +24,8 @@ from bioinstruct.registry import (
 )
 
 adapters_app = typer.Typer(no_args_is_help=True, help="List, publish, alias, roll back and delete adapter versions.")
-REGISTRY = typer.Option(None, "--registry", help="Registry root or fsspec URL (default BIOINSTRUCT_REGISTRY or <home>/registry)")
+REGISTRY = typer.Option(None, "--registry", help=(
+    "Registry root or fsspec URL (default BIOINSTRUCT_REGISTRY or <home>/registry)"))
 
 
 def _registry(url: str | None) -> Registry:
@@ -48,7 +49,8 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 @adapters_app.command("list")
-def list_cmd(registry: str = REGISTRY, as_json: bool = typer.Option(False, "--json", help="Machine-readable output")) -> None:
+def list_cmd(registry: str = REGISTRY,
+             as_json: bool = typer.Option(False, "--json", help="Machine-readable output")) -> None:
     """Versions (with their aliases) and aliases."""
     reg = _registry(registry)
     aliases = reg.aliases()

@@ -92,7 +92,8 @@ class ServiceSettings(BaseSettings):
     @property
     def preload(self) -> list[str]:
         if self.preload_adapters is None:
-            return [a for a in (self.qa_adapter, self.extract_adapter, self.generate_adapter) if a not in ("base", "auto")]
+            return [a for a in (self.qa_adapter, self.extract_adapter, self.generate_adapter)
+                    if a not in ("base", "auto")]
         return list(self.preload_adapters)
 
     @field_validator("api_keys", mode="before")

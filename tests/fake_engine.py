@@ -33,7 +33,8 @@ class FakeEngine:
         if method == "GET" and path == "/v1/models":
             data = [{"id": self.base_name, "object": "model", "root": "/model", "parent": None}]
             with self.lock:
-                data += [{"id": n, "object": "model", "root": p, "parent": self.base_name} for n, p in self.loras.items()]
+                data += [{"id": n, "object": "model", "root": p, "parent": self.base_name}
+                         for n, p in self.loras.items()]
             return 200, {"object": "list", "data": data}
         if method == "GET" and path == "/metrics":
             with self.lock:
@@ -47,7 +48,8 @@ class FakeEngine:
         if method == "POST" and path == "/v1/load_lora_adapter":
             with self.lock:
                 if body["lora_name"] in self.loras:
-                    return 400, {"error": {"message": f"The lora adapter '{body['lora_name']}' has already been loaded."}}
+                    return 400, {"error": {
+                        "message": f"The lora adapter '{body['lora_name']}' has already been loaded."}}
                 self.loras[body["lora_name"]] = body["lora_path"]
                 self.load_calls.append(body["lora_name"])
             return 200, "Success"

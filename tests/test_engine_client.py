@@ -66,7 +66,8 @@ async def _events(body: bytes) -> list:
 
 
 async def test_stream_events_pass_a_complete_stream():
-    events = await _events(b'data: {"choices": [{"text": "a"}]}\n\ndata: {"choices": [{"text": "b"}]}\n\ndata: [DONE]\n\n')
+    events = await _events(b'data: {"choices": [{"text": "a"}]}\n\ndata: {"choices": [{"text": "b"}]}\n\n'
+                           b'data: [DONE]\n\n')
     assert [e["choices"][0]["text"] for e in events] == ["a", "b"]
 
 

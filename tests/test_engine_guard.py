@@ -44,7 +44,7 @@ def _start_guard_under_a_parent(grace: float, *cmd: str) -> tuple[subprocess.Pop
                                  start_new_session=True, preexec_fn=die_with_parent, stdout=sys.stdout)
         print("guard", guard.pid, flush=True)
         time.sleep(600)
-    """)
+    """)  # noqa: E501
     proc = subprocess.Popen([sys.executable, "-c", gateway], stdout=subprocess.PIPE, text=True)
     guard_pid = int(proc.stdout.readline().split()[1])
     assert proc.stdout.readline().startswith("up")  # the stubborn engine and its child run
@@ -61,7 +61,8 @@ def test_a_killed_gateway_takes_a_stubborn_engine_and_its_children_down():
 
 
 def test_a_crashed_engine_server_leaves_no_children_and_its_exit_code():
-    proc = subprocess.Popen([sys.executable, "-m", "bioinstruct.service.engine_guard", "5", "--", sys.executable, "-c", STUBBORN],
+    proc = subprocess.Popen([sys.executable, "-m", "bioinstruct.service.engine_guard", "5", "--",
+                             sys.executable, "-c", STUBBORN],
                             start_new_session=True, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().startswith("up")
     engine_server = int(open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()[0])
@@ -71,7 +72,8 @@ def test_a_crashed_engine_server_leaves_no_children_and_its_exit_code():
 
 
 def test_stop_by_sigterm_escalates_after_the_grace_period():
-    proc = subprocess.Popen([sys.executable, "-m", "bioinstruct.service.engine_guard", "1", "--", sys.executable, "-c", STUBBORN],
+    proc = subprocess.Popen([sys.executable, "-m", "bioinstruct.service.engine_guard", "1", "--",
+                             sys.executable, "-c", STUBBORN],
                             start_new_session=True, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().startswith("up")
     started = time.monotonic()
@@ -83,7 +85,8 @@ def test_stop_by_sigterm_escalates_after_the_grace_period():
 
 
 def test_the_guard_refuses_a_bad_command_line():
-    proc = subprocess.run([sys.executable, "-m", "bioinstruct.service.engine_guard", "5", "echo"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "bioinstruct.service.engine_guard", "5", "echo"],
+                          capture_output=True, text=True)
     assert proc.returncode == 2 and "usage" in proc.stderr
 
 

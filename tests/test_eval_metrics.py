@@ -136,7 +136,8 @@ def test_rouge_empty_prediction_scores_zero_and_counts():
 
 def test_judge_score_only_over_judged_items():
     m = build_metrics("text", ["llm_judge"])[0]
-    stats = np.array([m.item("a", "b", {"judge": 8}), m.item("a", "b", {"judge": None}), m.item("a", "b", {"judge": 5})])
+    stats = np.array([m.item("a", "b", {"judge": 8}), m.item("a", "b", {"judge": None}),
+                      m.item("a", "b", {"judge": 5})])
     assert m.score(stats) == pytest.approx(6.5)
     ci = score_with_ci(m, stats, resample_counts(3, 200, 0))
     assert ci["n"] == 2

@@ -290,8 +290,8 @@ def test_cli_eval_compare_and_bench(fake, tmp_path, data_dir, monkeypatch):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "bench" / "bench.json").is_file()
     res = runner.invoke(app, ["eval", "gate", "--alias", "qa", "--candidate", "2", "--task", "pubmedqa",
-                              "--limit", "10", "--admin-token", "t", "--min-delta", "0.01", "--no-progress", "--no-plots",
-                              "--out", str(tmp_path / "gate")])
+                              "--limit", "10", "--admin-token", "t", "--min-delta", "0.01",
+                              "--no-progress", "--no-plots", "--out", str(tmp_path / "gate")])
     assert res.exit_code == 0, res.output
     assert "promoted" in res.output
     res = runner.invoke(app, ["eval", "--task", "nosuch"])

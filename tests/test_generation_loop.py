@@ -79,7 +79,8 @@ def test_loop_writes_exactly_n_valid_records_with_provenance_and_stats(tmp_path)
 
 REPLY = ("4. Instruction: Explain the mechanism of action of warfarin.\nInput: <noinput>\n"
          "Output: It blocks vitamin K epoxide reductase.\nCategory: GEN\n\n"
-         "5. Instruction: Name the enzyme inhibited by statins in the liver.\nInput: <noinput>\nOutput: HMG-CoA reductase.")
+         "5. Instruction: Name the enzyme inhibited by statins in the liver.\nInput: <noinput>\n"
+         "Output: HMG-CoA reductase.")
 
 
 def test_retries_on_429_5xx_and_timeouts_then_succeeds(tmp_path):
@@ -223,7 +224,8 @@ def test_loop_against_the_real_service(live_service, tmp_path):
     assert not loop.seed_refused  # seeds are served (bioinstruct/vllm_plugin/cpu_seed.py)
     assert stats.this_run.completion_tokens > 0 and stats.this_run.prompt_tokens > 0
     assert stats.this_run.tasks_parsed > 0
-    assert stats.this_run.accepted + stats.this_run.rejected_total + stats.this_run.surplus == stats.this_run.tasks_parsed
+    assert (stats.this_run.accepted + stats.this_run.rejected_total + stats.this_run.surplus
+            == stats.this_run.tasks_parsed)
     records = list(read_records(out)) if out.exists() else []
     assert len(records) == stats.this_run.accepted
     assert all(r.provenance["model"] == "base" and r.instruction for r in records)

@@ -149,7 +149,8 @@ def test_empty_and_garbage_replies():
 
 
 def test_answer_line_inside_output_stays_in_output():
-    reply = "4. Instruction: Read the case and answer.\nInput: A man with chest pain.\nOutput: Reasoning first.\nAnswer: myocardial infarction"
+    reply = ("4. Instruction: Read the case and answer.\nInput: A man with chest pain.\n"
+             "Output: Reasoning first.\nAnswer: myocardial infarction")
     task = parse_response(reply).tasks[0]
     assert task.output == "Reasoning first.\nAnswer: myocardial infarction"
 
@@ -167,8 +168,8 @@ def test_normalize_category_and_input():
 
 
 def test_prompt_round_trips_through_the_parser():
-    seeds = [PromptExample(id=f"s{i}", instruction=f"Explain topic number {i} to a nurse.", input="" if i % 2 else "text",
-                           output=f"Answer {i}.", category="GEN") for i in range(5)]
+    seeds = [PromptExample(id=f"s{i}", instruction=f"Explain topic number {i} to a nurse.",
+                           input="" if i % 2 else "text", output=f"Answer {i}.", category="GEN") for i in range(5)]
     import random
 
     picked = draw_examples(random.Random(0), seeds, [], 3, 0)

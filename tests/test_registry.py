@@ -114,7 +114,8 @@ def test_weighted_aliases_promote_and_roll_back(reg, lora):
     with pytest.raises(Conflict, match="route of alias"):
         reg.delete_version("bio-ie", 2)  # in the split: not deletable
     promoted = reg.promote("ie")
-    assert promoted.target == "bio-ie@2" and promoted.weights == {} and promoted.history[-1] == "bio-ie@1=90,bio-ie@2=10"
+    assert (promoted.target == "bio-ie@2" and promoted.weights == {}
+            and promoted.history[-1] == "bio-ie@1=90,bio-ie@2=10")
     back = reg.rollback("ie")
     assert back.weights == {"bio-ie@1": 90, "bio-ie@2": 10} and back.history == ["bio-ie@1"]
     drained = reg.set_alias("ie", {"bio-ie@1": 0, "bio-ie@2": 100})
@@ -271,6 +272,7 @@ def test_a_create_racing_another_on_the_same_key_is_retried(make_lora, tmp_path,
     m = reg.publish(make_lora(seed=5), name="raced", category="QA", base_fingerprint=FP)
     assert conflicts and m.ref == "raced@1" and reg.versions("raced") == [1]
     # a store that keeps failing is unavailable, and says so
-    monkeypatch.setattr(reg.fs, "pipe_file", lambda *a, **k: (_ for _ in ()).throw(OSError("ConditionalRequestConflict")))
+    monkeypatch.setattr(reg.fs, "pipe_file",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("ConditionalRequestConflict")))
     with pytest.raises(RegistryUnavailable):
         reg.publish(make_lora(seed=5), name="raced", category="QA", base_fingerprint=FP)

@@ -194,7 +194,8 @@ def test_no_key_or_token_in_logs(engine, core, tmp_path, caplog):
     with ExtraGateway(engine, core, tmp_path / "reg", api_keys={secret_key: ["*"]}, admin_token=admin) as gw:
         headers = {"Authorization": f"Bearer {secret_key}"}
         httpx.post(f"{gw.base_url}/generate", json={"instruction": "hi", "max_tokens": 2}, headers=headers)
-        httpx.post(f"{gw.base_url}/generate", json={"instruction": "hi"}, headers={"Authorization": "Bearer wrong-guess-789"})
+        httpx.post(f"{gw.base_url}/generate", json={"instruction": "hi"},
+                   headers={"Authorization": "Bearer wrong-guess-789"})
         httpx.get(f"{gw.base_url}/admin/adapters", headers={"Authorization": f"Bearer {admin}"})
         httpx.get(f"{gw.base_url}/admin/adapters", headers={"Authorization": "Bearer nope-admin-000"})
         httpx.post(f"{gw.base_url}/qa", json={"question": 1}, headers=headers)

@@ -288,7 +288,8 @@ def test_a_replica_whose_store_goes_away_says_so_and_keeps_serving(make_lora, ba
         assert body["registry"]["ok"] is False
         assert served_by(replica.complete("team")) == "canary@1"  # still serving its last good state
         metrics = httpx.get(f"{replica.url}/metrics").text
-        failures = [line for line in metrics.splitlines() if line.startswith("bioinstruct_registry_reconcile_failures_total")]
+        failures = [line for line in metrics.splitlines()
+                    if line.startswith("bioinstruct_registry_reconcile_failures_total")]
         assert failures and float(failures[0].split()[-1]) >= 1
         deadline = time.monotonic() + 30
         while httpx.get(f"{replica.url}/health/ready", timeout=5).status_code == 200:

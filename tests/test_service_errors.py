@@ -97,7 +97,8 @@ def test_openai_routes_refuse_bad_parameters(http):
     _err(http.post("/v1/chat/completions", json={**chat, "n": 100}), 400, "'n'")
     _err(http.post("/v1/completions", json={"model": "base", "prompt": "hi", "logprobs": 100}), 400, "at most 20")
     _err(http.post("/v1/completions", json={"model": "qa@²", "prompt": "hi", "max_tokens": 2}), 400, "pinned")
-    _err(http.post("/v1/completions", json={"model": "base", "prompt": ["hi"] * 1024, "max_tokens": 2}), 400, "sequences")
+    _err(http.post("/v1/completions", json={"model": "base", "prompt": ["hi"] * 1024, "max_tokens": 2}),
+         400, "sequences")
     _err(http.post("/v1/completions", json={"model": "base", "prompt": ["a", "b", "c"], "n": 3, "max_tokens": 2}),
          400, "sequences")
     _err(http.post("/v1/completions", json={"model": "base", "prompt": "hi", "max_tokens": 2, "min_tokens": 50}),

@@ -137,7 +137,8 @@ def test_prompt_logprobs_as_lm_eval_sends_them_for_base_aliases_and_pins(client,
     from tests.service_helpers import publish
 
     ref = publish(live_service, make_lora(seed=61), "pl-qa", "QA", alias="plqa")["ref"]
-    ids = tokenizer("Question: Which organ produces insulin?\nAnswer: the pancreas", add_special_tokens=False)["input_ids"]
+    ids = tokenizer("Question: Which organ produces insulin?\nAnswer: the pancreas",
+                    add_special_tokens=False)["input_ids"]
     body = {"prompt": ids, "max_tokens": 1, "logprobs": 1, "echo": True, "temperature": 0, "seed": 1234}
 
     def score(model):

@@ -32,7 +32,8 @@ def shipped_root(make_lora, tmp_path) -> Path:
 
 def test_publishes_once_and_points_missing_aliases(shipped_root, tmp_path):
     reg = Registry(tmp_path / "registry")
-    lines = publish_shipped(reg, PublishTarget(base_fingerprint=FP, limits=AdapterLimits(max_rank=16)), root=shipped_root, say=lambda _: None)
+    lines = publish_shipped(reg, PublishTarget(base_fingerprint=FP, limits=AdapterLimits(max_rank=16)),
+                            root=shipped_root, say=lambda _: None)
     assert sorted(reg.aliases()) == ["gen", "ie"] and reg.alias("ie").target == "bioinstruct-ie@1"
     assert all("published" in line for line in lines)
     assert reg.manifest("bioinstruct-ie", 1).metrics["dev"] == {"score": 0.5}

@@ -34,7 +34,8 @@ class StandInProcess(EngineProcess):
 
 
 def _process(tmp_path) -> StandInProcess:
-    proc = StandInProcess(tmp_path, EngineSettings(device="cpu", log_dir=tmp_path, startup_timeout_s=30, stop_grace_s=2))
+    proc = StandInProcess(tmp_path,
+                          EngineSettings(device="cpu", log_dir=tmp_path, startup_timeout_s=30, stop_grace_s=2))
     proc.start()
     proc.wait_healthy()
     return proc
@@ -164,7 +165,8 @@ async def test_a_health_probe_that_raises_does_not_end_the_watchdog(tmp_path):
 
 
 def test_health_routes_get_the_error_without_log_path_or_lines(tmp_path):
-    sup = EngineSupervisor(None, EngineSettings(device="cpu"), process=StandInProcess(tmp_path, EngineSettings(device="cpu")))
+    sup = EngineSupervisor(None, EngineSettings(device="cpu"),
+                           process=StandInProcess(tmp_path, EngineSettings(device="cpu")))
     sup.last_error = ("vLLM exited with code 1 before becoming healthy. Last log lines "
                       "(/srv/secret/engine-1.log):\nTraceback ...\nKeyError: 'api-key-123'")
     assert sup.public_error == "vLLM exited with code 1 before becoming healthy."

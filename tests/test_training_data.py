@@ -24,7 +24,8 @@ from tests.tiny_model import make_tiny_llama
 
 
 def _record(i: int, words: int = 5, category: str = "QA", output: str | None = None) -> dict:
-    instruction, input_text = qa_task(f"Does drug {i} lower blood pressure?", ["context " * words], ["yes", "no", "maybe"])
+    instruction, input_text = qa_task(f"Does drug {i} lower blood pressure?", ["context " * words],
+                                      ["yes", "no", "maybe"])
     return {"id": f"syn:{i}", "instruction": instruction, "input": input_text,
             "output": output or ["yes", "no", "maybe"][i % 3], "category": category,
             "provenance": {"source": "test", "item": str(1000 + i)}}

@@ -205,7 +205,8 @@ def test_killed_cli_run_resumes_with_the_same_command(tiny_model_dir, data_file,
     assert summary["steps"] == 10
     # and it is the run an uninterrupted process makes
     reference = train(_job(tiny_model_dir, data_file, tmp_path / "ref", grad_accum=1, max_steps=10,
-                           save_every=0, eval_every=0, dropout=0.05, eval_fraction=0.05), progress=False, log=lambda _m: None)
+                           save_every=0, eval_every=0, dropout=0.05, eval_fraction=0.05),
+                      progress=False, log=lambda _m: None)
     a, b = _weights(reference.run_dir), _weights(run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)
 

@@ -17,8 +17,10 @@ from bioinstruct.settings import core_settings
 TRAIN_ALL_DEFAULT = ("QA", "IE", "GEN", "ALL")
 
 # Options shared by both commands (None = take the config file's value).
-CONFIG = typer.Option(None, "--config", "-c", help="YAML file, or a packaged config: cpu-smollm2 (default), gpu-llama2-7b")
-BASE_MODEL = typer.Option(None, "--base-model", help="Local Hugging Face model folder (default: BIOINSTRUCT_BASE_MODEL or the embedded SmolLM2)")
+CONFIG = typer.Option(None, "--config", "-c", help=(
+    "YAML file, or a packaged config: cpu-smollm2 (default), gpu-llama2-7b"))
+BASE_MODEL = typer.Option(None, "--base-model", help=(
+    "Local Hugging Face model folder (default: BIOINSTRUCT_BASE_MODEL or the embedded SmolLM2)"))
 RANK = typer.Option(None, "--rank", help="LoRA rank r")
 ALPHA = typer.Option(None, "--alpha", help="LoRA alpha")
 DROPOUT = typer.Option(None, "--dropout", help="LoRA dropout")
@@ -39,7 +41,8 @@ GRAD_CKPT = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpoin
 EXCLUDE = typer.Option(None, "--exclude-ids-file", help="Ids never trained on (e.g. the eval harness's dev part)")
 THREADS = typer.Option(None, "--num-threads", help="torch CPU threads")
 PUBLISH = typer.Option(True, "--publish/--no-publish", help="Publish the finished adapter to the registry")
-REGISTRY = typer.Option(None, "--registry", help="Registry root or fsspec URL (default BIOINSTRUCT_REGISTRY or <home>/registry)")
+REGISTRY = typer.Option(None, "--registry", help=(
+    "Registry root or fsspec URL (default BIOINSTRUCT_REGISTRY or <home>/registry)"))
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar")
 FORMAT = typer.Option(None, "--format", help=(
     "How data files are read: auto (detected per file, the default), bioinstruct, prompt-completion, "
@@ -125,7 +128,8 @@ def register(app: typer.Typer) -> None:
             "QA, IE, GEN, OTHER or ALL: the adapter's family; records of other families are skipped, and "
             "records that carry no family get this one (default: from the data)")),
         name: str = typer.Option(None, "--name", help="Registry adapter name (default bioinstruct-<category>)"),
-        run_name: str = typer.Option(None, "--run-name", help="Run folder under <home>/runs (default <name>-<hash of config and data>)"),
+        run_name: str = typer.Option(None, "--run-name", help=(
+            "Run folder under <home>/runs (default <name>-<hash of config and data>)")),
         out: Path = typer.Option(None, "--out", help="Run folder path (instead of --run-name)"),
         alias: str = typer.Option(None, "--alias", help="Point this registry alias (e.g. qa) at the new version"),
         description: str = typer.Option(None, "--description"),
@@ -163,9 +167,11 @@ def register(app: typer.Typer) -> None:
         data_dir: Path = typer.Option(None, "--data-dir", help=(
             "Folder with qa.jsonl, ie.jsonl, gen.jsonl, all.jsonl in any format of --format (default "
             "<home>/data/train); a missing family file is taken from all.jsonl filtered by category")),
-        categories: str = typer.Option(",".join(TRAIN_ALL_DEFAULT), "--categories", help="Comma-separated subset of QA,IE,GEN,ALL"),
+        categories: str = typer.Option(",".join(TRAIN_ALL_DEFAULT), "--categories", help=(
+            "Comma-separated subset of QA,IE,GEN,ALL")),
         prefix: str = typer.Option("bioinstruct", "--prefix", help="Adapters are named <prefix>-qa, <prefix>-ie, ..."),
-        set_aliases: bool = typer.Option(True, "--aliases/--no-aliases", help="Point aliases qa, ie, gen, all at the new versions"),
+        set_aliases: bool = typer.Option(True, "--aliases/--no-aliases", help=(
+            "Point aliases qa, ie, gen, all at the new versions")),
         publish: bool = PUBLISH, registry: str = REGISTRY, quiet: bool = QUIET, *, cfg: Any,
     ) -> None:
         """One adapter per family (QA, IE, GEN) and one on all of them: the paper's comparison."""
@@ -205,7 +211,8 @@ def _report(results, path: Path) -> None:
 
     rows = []
     table = Table(title="train-all: one adapter per family and one on all")
-    for col in ("category", "adapter", "examples", "steps", "train loss", "eval loss (before -> after)", "tokens/s", "wall s"):
+    for col in ("category", "adapter", "examples", "steps", "train loss", "eval loss (before -> after)",
+                "tokens/s", "wall s"):
         table.add_column(col)
     for job, res in results:
         s = res.summary
@@ -219,7 +226,8 @@ def _report(results, path: Path) -> None:
                       _f(row["tokens_per_s"], 0), _f(row["wall_time_s"], 0))
     Console().print(table)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": rows}, indent=2))
+    path.write_text(json.dumps({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": rows},
+                               indent=2))
     typer.echo(f"comparison written to {path}")
 
 

@@ -122,8 +122,9 @@ class TrainConfig(BaseModel):
             if outside:
                 raise ValueError(
                     f"target_modules {outside} are outside the serving engine's LoRA layers "
-                    f"{self.engine_lora_modules}: the engine would ignore those weights. Use q_proj,k_proj,v_proj,o_proj "
-                    "(or a subset), or set engine_lora_modules=[] together with BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES='[]'"
+                    f"{self.engine_lora_modules}: the engine would ignore those weights. "
+                    "Use q_proj,k_proj,v_proj,o_proj (or a subset), or set engine_lora_modules=[] "
+                    "together with BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES='[]'"
                 )
         return self
 
@@ -181,7 +182,8 @@ def load_config(name_or_path: str | Path | None = None, overrides: dict[str, Any
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, str(path) + (" + command-line overrides" if overrides else ""))) from exc
+        raise ConfigError(
+            _format_validation(exc, str(path) + (" + command-line overrides" if overrides else ""))) from exc
 
 
 def stable_hash(payload: Any) -> str:

@@ -181,7 +181,8 @@ def split_rank(record_id: str) -> float:
     return int.from_bytes(h[:8], "big") / 2**64
 
 
-def tokenize_record(tokenizer: Any, record: InstructionRecord, max_length: int, overlong: str) -> tuple[Example | None, bool]:
+def tokenize_record(tokenizer: Any, record: InstructionRecord, max_length: int,
+                    overlong: str) -> tuple[Example | None, bool]:
     """(example, truncated). None when it cannot fit in max_length."""
     input_text = record.input
     truncated = False

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from bioinstruct.instruct.families import Category
 from bioinstruct.registry import CATEGORIES, Manifest, RegistryError, check_name
 from bioinstruct.settings import CoreSettings, apply_offline_env
 from bioinstruct.training import batching
@@ -46,7 +47,7 @@ class TrainJob:
 
     config: TrainConfig
     data_files: list[Path]
-    category: str = "ALL"
+    category: Category = "ALL"  # the CLI upper-cases and checks what a user typed
     name: str | None = None  # registry adapter name; default bioinstruct-<category>
     run_dir: Path | None = None  # default <home>/runs/<name>-<config hash>
     publish: bool = True
@@ -307,7 +308,8 @@ class _Run:
                  f"max_length={cfg.max_length}")
         set_seed(cfg.seed)  # LoRA init is identical on every process and every run
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
-        model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=dtype, attn_implementation=cfg.attn_implementation)
+        model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=dtype,
+                                                     attn_implementation=cfg.attn_implementation)
         model.config.use_cache = False
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -322,7 +324,8 @@ class _Run:
 
         self.model = self.accelerator.prepare(model)
         optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
         )
         self.optimizer = self.accelerator.prepare(optimizer)
         self.plan = StepPlan(self.data.train, cfg, self.world)
@@ -423,7 +426,8 @@ class _Run:
             for j in range(rounds):  # same number of forwards on every process (FSDP needs it)
                 real = j < len(mine)
                 mb = mine[j] if real else self.eval_batches[0]
-                batch = _to_device(batching.collate(mb, self.data.eval, self.pad_id, self.cfg.batching == "pack"), device)
+                batch = _to_device(batching.collate(mb, self.data.eval, self.pad_id, self.cfg.batching == "pack"),
+                                   device)
                 loss_sum, n = response_loss(model, batch)
                 if real:
                     total += torch.tensor([loss_sum.item(), n], dtype=torch.float64, device=device)
@@ -462,7 +466,8 @@ class _Run:
 
     def train_step(self, step: int) -> dict[str, Any]:
         """One optimizer step (this process's share of its micro-batches); its metrics record."""
-        accelerator, device, world, data, plan = self.accelerator, self.accelerator.device, self.world, self.data, self.plan
+        accelerator, device, world, data, plan = (
+            self.accelerator, self.accelerator.device, self.world, self.data, self.plan)
         t0 = time.monotonic()
         group = plan.step_batches(step)
         mine = group[self.rank::world]
@@ -607,7 +612,8 @@ def _summary(history, counters, cfg, plan, total_steps, trainable, world, accele
     tail = losses[-max(1, min(10, len(losses) // 5 or 1)):]
     return {
         "steps": total_steps,
-        "epochs": round(plan.epoch_float(total_steps - 1) + 1 / max(1, plan.steps_in_epoch(plan.locate(total_steps - 1)[0])), 4),
+        "epochs": round(
+            plan.epoch_float(total_steps - 1) + 1 / max(1, plan.steps_in_epoch(plan.locate(total_steps - 1)[0])), 4),
         "train_loss": sum(tail) / len(tail) if tail else None,
         "train_loss_first": losses[0] if losses else None,
         "eval_loss": final_eval,

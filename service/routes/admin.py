@@ -32,7 +32,8 @@ Version = Annotated[int, PathParam(ge=1, le=999_999_999)]
 ERRORS = responses(400, 401, 403, 404, 409, 503)
 
 
-@router.get("/adapters", response_model=AdaptersOut, responses=ERRORS, summary="Adapter versions, aliases and recent swaps")
+@router.get("/adapters", response_model=AdaptersOut, responses=ERRORS,
+            summary="Adapter versions, aliases and recent swaps")
 async def list_adapters(models: ServingModels = Depends(get_admin_models)) -> AdaptersOut:
     return await models.overview()
 
@@ -70,14 +71,16 @@ async def get_version(name: AdapterName, version: Version,
 
 @router.delete("/adapters/{name}/{version}", status_code=204, responses=ERRORS,
                summary="Delete a version no alias points at")
-async def delete_version(name: AdapterName, version: Version, models: ServingModels = Depends(get_admin_models)) -> None:
+async def delete_version(name: AdapterName, version: Version,
+                         models: ServingModels = Depends(get_admin_models)) -> None:
     await models.delete_version(name, version)
 
 
 @router.put("/aliases/{alias}", response_model=AliasOut, responses=ERRORS,
             summary="Point an alias at a version, or split it between versions by weight (zero-downtime swap; "
                     "compare-and-swap with expected_generation)")
-async def set_alias(alias: AliasName, body: AliasRequest, models: ServingModels = Depends(get_admin_models)) -> AliasOut:
+async def set_alias(alias: AliasName, body: AliasRequest,
+                    models: ServingModels = Depends(get_admin_models)) -> AliasOut:
     return await models.point(alias, body.route, body.expected_generation)
 
 

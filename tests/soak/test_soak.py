@@ -83,14 +83,16 @@ def _request(i: int) -> tuple[str, dict]:
     kind = rnd.choice(["qa", "extract", "generate", "chat", "compare"])
     adapter = rnd.choice(["base", "qa", "ie", "gen"])
     if kind == "qa":
-        return "/qa", {"question": f"Is drug number {i} an antibiotic?", "options": ["yes", "no", "maybe"], "adapter": adapter}
+        return "/qa", {"question": f"Is drug number {i} an antibiotic?", "options": ["yes", "no", "maybe"],
+                       "adapter": adapter}
     if kind == "extract":
         return "/extract", {"text": f"Patient {i} received cisplatin and developed nephrotoxicity.", "adapter": adapter,
                             "max_tokens": 16}
     if kind == "generate":
         return "/generate", {"instruction": f"Name symptom {i} of influenza.", "adapter": adapter, "max_tokens": 8}
     if kind == "chat":
-        return "/v1/chat/completions", {"model": adapter, "messages": [{"role": "user", "content": f"Case {i}: define fever."}],
+        return "/v1/chat/completions", {"model": adapter,
+                                        "messages": [{"role": "user", "content": f"Case {i}: define fever."}],
                                         "max_tokens": 8}
     return "/compare", {"route": "generate", "adapters": ["base", adapter if adapter != "base" else "qa"],
                         "request": {"instruction": f"Define anemia ({i}).", "max_tokens": 4}}
@@ -106,10 +108,12 @@ async def _drive(url: str, ids, concurrency: int, on_progress=None):
             started = time.perf_counter()
             try:
                 r = await client.post(path, json=body)
-                status, rid = r.status_code, (r.json().get("id") if r.status_code == 200 and path.startswith("/v1") else None)
+                status, rid = r.status_code, (
+                    r.json().get("id") if r.status_code == 200 and path.startswith("/v1") else None)
             except httpx.HTTPError as exc:
                 status, rid = type(exc).__name__, None
-            records.append({"i": i, "path": path, "status": status, "latency": time.perf_counter() - started, "id": rid})
+            records.append({"i": i, "path": path, "status": status, "latency": time.perf_counter() - started,
+                            "id": rid})
             if on_progress:
                 on_progress(len(records))
 
@@ -271,7 +275,8 @@ def test_zz_write_report(test_outcomes):
            if RESULTS["tests"]["fuzz_examples_per_route"] else "; the fuzz tests were not part of this run") + ".", "",
         f"Cold start (`bioinstruct serve` to /health/ready with 3 aliases): {RESULTS.get('cold_start_s')} s.", "",
         "## Load: mixed requests over all routes, base and three adapters", "",
-        "| requests | concurrency | wall s | req/s | status codes | p50 ms | p90 ms | p99 ms | gateway RSS MB (after 500 / half / end) | lost or duplicated |",
+        "| requests | concurrency | wall s | req/s | status codes | p50 ms | p90 ms | p99 ms | "
+        "gateway RSS MB (after 500 / half / end) | lost or duplicated |",
         "|---|---|---|---|---|---|---|---|---|---|",
         f"| {load.get('requests')} | {load.get('concurrency')} | {load.get('wall_s')} | {load.get('requests_per_s')} | "
         f"{load.get('codes')} | {load.get('p50_ms')} | {load.get('p90_ms')} | {load.get('p99_ms')} | "
@@ -281,15 +286,19 @@ def test_zz_write_report(test_outcomes):
         "Refusal time is from the request written to the 429's status line, on a bare asyncio client "
         "(httpx's own pool costs ~7 s of client CPU for 512 simultaneous requests on these 2 cores); "
         "the last 429 column adds the client's TCP connect.", "",
-        "| sent | limit (running + queued) | served | 429 | other | 429 p50 ms | 429 p99 ms | 429 p99 ms with connect | median latency before / after s |",
+        "| sent | limit (running + queued) | served | 429 | other | 429 p50 ms | 429 p99 ms | "
+        "429 p99 ms with connect | median latency before / after s |",
         "|---|---|---|---|---|---|---|---|---|",
         f"| {over.get('sent')} | {over.get('admission_limit')} | {over.get('served')} | {over.get('refused_429')} | "
         f"{over.get('other')} | {over.get('refusal_p50_ms')} | {over.get('refusal_p99_ms')} | "
-        f"{over.get('refusal_with_connect_p99_ms')} | {over.get('median_latency_before_s')} / {over.get('median_latency_after_s')} |", "",
+        f"{over.get('refusal_with_connect_p99_ms')} | {over.get('median_latency_before_s')} / "
+        f"{over.get('median_latency_after_s')} |", "",
         "## Fault: the engine is SIGKILLed under load (600 requests, concurrency 64)", "",
-        "| status codes | slowest failed request s | kill → ready s (engine restarted, aliases reloaded) | aliases after |",
+        "| status codes | slowest failed request s | kill → ready s (engine restarted, aliases reloaded) | "
+        "aliases after |",
         "|---|---|---|---|",
-        f"| {fault.get('codes')} | {fault.get('failed_max_latency_s')} | {fault.get('recovery_s')} | {fault.get('aliases_after')} |", "",
+        f"| {fault.get('codes')} | {fault.get('failed_max_latency_s')} | {fault.get('recovery_s')} | "
+        f"{fault.get('aliases_after')} |", "",
         "Fast parts (bad inputs, bad adapters, disconnects, overload at small scale, engine kill, "
         "auth, loopback-only engine, no secrets in logs, schemathesis with a few dozen examples per "
         "route) run in `make test`: tests/test_reliability.py, tests/test_service_errors.py, tests/test_fuzz.py.",
