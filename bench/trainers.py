@@ -77,12 +77,30 @@ def train_ours(sample: Path, steps: int, out: Path, threads: int) -> dict[str, A
             "train_loss": s["train_loss"], "adapter": str(out / "adapter")}
 
 
+def trl_args(cfg, steps: int, out: Path):
+    """TRL's SFTConfig for the recipe: every setting that changes the work done set to ours."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(out / "trl"), max_steps=steps, per_device_train_batch_size=RECIPE["batch_size"],
+        gradient_accumulation_steps=RECIPE["grad_accum"], learning_rate=RECIPE["learning_rate"],
+        lr_scheduler_type=RECIPE["schedule"], warmup_steps=RECIPE["warmup_ratio"], weight_decay=0.0,
+        max_grad_norm=1.0, max_length=RECIPE["max_length"], completion_only_loss=True,
+        train_sampling_strategy="group_by_length",
+        seed=RECIPE["seed"], logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+        dataloader_num_workers=0, disable_tqdm=True,
+        # TRL's own defaults differ from transformers' (gradient checkpointing on, bf16 on): set
+        # both to the recipe's, or TRL pays for recomputation and slow CPU bf16 that ours does not.
+        gradient_checkpointing=cfg.gradient_checkpointing, bf16=cfg.precision == "bf16", fp16=cfg.precision == "fp16",
+    )
+
+
 def train_trl(sample: Path, steps: int, out: Path, threads: int) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from bioinstruct.training.data import IGNORE_INDEX
 
@@ -92,15 +110,7 @@ def train_trl(sample: Path, steps: int, out: Path, threads: int) -> dict[str, An
     rows = [{"input_ids": ex.input_ids, "completion_mask": [int(t != IGNORE_INDEX) for t in ex.labels]}
             for ex in data.train]
     model = AutoModelForCausalLM.from_pretrained(CoreSettings().base_model_dir, dtype=torch.float32)
-    args = SFTConfig(
-        output_dir=str(out / "trl"), max_steps=steps, per_device_train_batch_size=RECIPE["batch_size"],
-        gradient_accumulation_steps=RECIPE["grad_accum"], learning_rate=RECIPE["learning_rate"],
-        lr_scheduler_type=RECIPE["schedule"], warmup_steps=RECIPE["warmup_ratio"], weight_decay=0.0,
-        max_grad_norm=1.0, max_length=RECIPE["max_length"], completion_only_loss=True,
-        train_sampling_strategy="group_by_length",
-        seed=RECIPE["seed"], logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
-        dataloader_num_workers=0, disable_tqdm=True,
-    )
+    args = trl_args(cfg, steps, out)
     peft_config = LoraConfig(r=RECIPE["rank"], lora_alpha=RECIPE["alpha"], lora_dropout=RECIPE["dropout"],
                              target_modules=RECIPE["target_modules"], task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,

@@ -32,3 +32,18 @@ def test_both_trainers_on_one_recipe(tmp_path, data_dir):
         assert config["r"] == 16 and sorted(config["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
     assert report["ratios"]["tokens_per_s"]["median"] > 0
     assert "TRL / ours" in (out / "trl.md").read_text() and (out / "trl.png").is_file()
+
+
+def test_trl_runs_the_recipe_not_its_own_defaults(tmp_path):
+    """SFTConfig turns gradient checkpointing and bf16 on by default; the recipe (fp32, no
+    checkpointing on this CPU) must win, or TRL is timed doing other work than ours."""
+    from bioinstruct.bench.trainers import RECIPE, _config, trl_args
+
+    cfg = _config(3, 2)
+    args = trl_args(cfg, 3, tmp_path)
+    assert cfg.precision == "fp32" and not cfg.gradient_checkpointing
+    assert args.gradient_checkpointing is False and args.bf16 is False and args.fp16 is False
+    assert (args.max_steps, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (
+        3, RECIPE["batch_size"], RECIPE["grad_accum"])
+    assert args.learning_rate == RECIPE["learning_rate"] and args.max_length == RECIPE["max_length"]
+    assert args.completion_only_loss is True
