@@ -77,7 +77,9 @@ def _make_lora(base_model_dir: Path, out: Path, seed: int, rank: int = 8, scale:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
     config = LoraConfig(
-        r=rank, lora_alpha=2 * rank, target_modules=list(targets), init_lora_weights=False,
+        r=rank, lora_alpha=2 * rank, init_lora_weights=False,
+        # ("all-linear",): peft's own spelling (what TRL users pass), resolved by peft
+        target_modules="all-linear" if targets == ("all-linear",) else list(targets),
         task_type="CAUSAL_LM",
     )
     peft_model = get_peft_model(model, config)

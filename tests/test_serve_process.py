@@ -43,10 +43,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _start(tmp_path: Path) -> tuple[subprocess.Popen, str]:
+def _start(tmp_path: Path, **extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "BIOINSTRUCT_REGISTRY": str(tmp_path / "registry"),
-           "BIOINSTRUCT_ENGINE_LOG_DIR": str(tmp_path)}
+           "BIOINSTRUCT_ENGINE_LOG_DIR": str(tmp_path), **extra}
     proc = subprocess.Popen([sys.executable, "-m", "bioinstruct.cli", "serve", "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -109,3 +109,46 @@ def test_engine_does_not_outlive_a_killed_gateway(tmp_path):
     proc.kill()  # no chance to clean up: the engine must still go (parent-death signal)
     proc.wait(timeout=10)
     assert _wait_gone(children, 60) == set(), "engine survived its gateway"
+
+
+def test_an_all_linear_adapter_is_refused_by_the_default_engine_and_served_by_one_with_lora_everywhere(
+        tmp_path, make_lora):
+    """TRL's common `target_modules="all-linear"` (peft's own spelling, resolved by peft) and an
+    MLP-only adapter: the default engine (LoRA on attention) refuses both at publish, naming the
+    way out; `bioinstruct serve` with BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES='[]' (LoRA on every
+    layer) serves both, and each answers differently from base, so the MLP weights are applied
+    (an engine that ignored them would give base's answer for the MLP-only one)."""
+    all_linear = make_lora(seed=7, rank=4, scale=2.0, targets=("all-linear",))
+    mlp_only = make_lora(seed=8, rank=4, scale=2.0, targets=("gate_proj", "up_proj", "down_proj"))
+    registry = tmp_path / "registry"
+    env = {k: v for k, v in os.environ.items() if k != "BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES"}
+    publish = [sys.executable, "-m", "bioinstruct.cli", "adapters", "publish", "--registry", str(registry)]
+    refused = subprocess.run([*publish, str(all_linear), "--name", "trl-style", "--category", "QA"],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES='[]'" in refused.stderr, refused.stderr
+    every_layer = {**env, "BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES": "[]"}
+    for folder, name in ((all_linear, "trl-style"), (mlp_only, "mlp-only")):
+        out = subprocess.run([*publish, str(folder), "--name", name, "--category", "QA", "--alias", name],
+                             env=every_layer, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+    proc, url = _start(tmp_path, BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES="[]", BIOINSTRUCT_SHIPPED_ADAPTERS="off",
+                       BIOINSTRUCT_PRELOAD_ADAPTERS="")
+    try:
+        def answer(model: str) -> dict:
+            r = httpx.post(f"{url}/v1/completions", timeout=120, json={
+                "model": model, "prompt": "The liver is an organ that", "max_tokens": 8, "temperature": 0})
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        base = answer("base")["choices"][0]["text"]
+        for name in ("trl-style", "mlp-only"):
+            body = answer(name)
+            assert body["model"] == f"{name}@1"
+            assert body["choices"][0]["text"] != base, (name, base)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
