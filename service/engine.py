@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Literal
 
 import httpx
 from pydantic import Field, field_validator
@@ -38,7 +37,6 @@ class EngineSettings(EngineLimits):
 
     host: str = "127.0.0.1"
     port: int = 0  # 0: pick a free loopback port
-    device: Literal["auto", "cpu", "cuda"] = "auto"
     served_name: str = "base"
     dtype: str | None = None  # default: float32 on CPU (bf16 is ~6x slower on AVX2), auto on GPU
     max_model_len: int = 4096
@@ -81,14 +79,6 @@ class EngineSettings(EngineLimits):
 class EngineStartError(RuntimeError):
     """The engine exited or never became healthy; the message carries its last log lines."""
 
-
-def cuda_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:  # noqa: BLE001 - a broken torch means no CUDA for our purpose
-        return False
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -190,9 +180,7 @@ class EngineProcess:
         return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
     def _device(self) -> str:
-        if self.settings.device != "auto":
-            return self.settings.device
-        return "cuda" if cuda_available() else "cpu"
+        return self.settings.resolved_device()
 
     def command(self) -> list[str]:
         s = self.settings
@@ -214,8 +202,9 @@ class EngineProcess:
         if s.enable_lora:
             cmd += ["--enable-lora", "--max-loras", str(s.max_loras),
                     "--max-cpu-loras", str(max(s.max_cpu_loras, s.max_loras)), "--max-lora-rank", str(s.max_lora_rank)]
-            if s.lora_target_modules:
-                cmd += ["--lora-target-modules", *s.lora_target_modules]
+            layers = s.lora_layers(self.device)
+            if layers:
+                cmd += ["--lora-target-modules", *layers]
         if s.max_num_seqs:
             cmd += ["--max-num-seqs", str(s.max_num_seqs)]
         if s.enable_prefix_caching:

@@ -366,6 +366,26 @@ def test_gpu_requested_where_the_engine_runs(renders):
     assert _gpus(split["gateway"]["spec"]["template"]["spec"]["containers"][0]) is None
 
 
+def test_lora_layers_by_device_unless_set(renders, helm, tmp_path):
+    """engine.loraTargetModules null (the default): every layer on gpu, attention only on cpu, in
+    the gateway's settings and in a split engine's flags alike; a value given wins."""
+    def lora_env(docs):
+        return {e["value"] for c in all_containers(docs) for e in c.get("env", [])
+                if e["name"] == "BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES"}
+
+    assert lora_env(renders["values-gpu"]) == {"[]"}
+    assert lora_env(renders["values-cpu"]) == {'["qkv_proj","o_proj"]'}
+    split = {component(d): d for d in by_kind(renders["values-split"], "Deployment")}
+    assert "--lora-target-modules" not in split["engine"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert lora_env(renders["values-split"]) == {"[]"}
+    given = tmp_path / "given.yaml"
+    given.write_text("engine:\n  loraTargetModules: [qkv_proj]\n")
+    docs = render(helm, [CHART / "examples" / "values-split.yaml", given])
+    engine = {component(d): d for d in by_kind(docs, "Deployment")}["engine"]
+    args = engine["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--lora-target-modules") + 1] == "qkv_proj" and lora_env(docs) == {'["qkv_proj"]'}
+
+
 def test_probes_and_graceful_stop(renders, helm):
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     for name, docs in renders.items():

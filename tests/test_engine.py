@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from bioinstruct.adapter_files import EngineLimits
 from bioinstruct.service.engine import EngineProcess, EngineSettings, EngineStartError
 
 pytestmark = pytest.mark.engine
@@ -83,6 +84,20 @@ def test_engine_lora_layers_are_settings(base_model_dir, monkeypatch):
     assert "--lora-target-modules" not in EngineProcess(base_model_dir, every_layer).command()
     plain = EngineProcess(base_model_dir, EngineSettings(device="cpu", port=9, enable_lora=False)).command()
     assert not {"--enable-lora", "--max-loras", "--lora-target-modules"} & set(plain)
+
+
+def test_lora_layers_default_by_device_attention_on_cpu_every_layer_on_gpu(base_model_dir, monkeypatch):
+    monkeypatch.delenv("BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES", raising=False)
+    gpu = EngineSettings(device="cuda", port=9)
+    assert gpu.lora_layers() == [] and gpu.adapter_limits(576).lora_modules is None  # all-linear adapters serve
+    assert "--lora-target-modules" not in EngineProcess(base_model_dir, gpu).command()
+    assert EngineSettings(device="cpu", port=9).lora_layers() == ["qkv_proj", "o_proj"]
+    monkeypatch.setenv("BIOINSTRUCT_ENGINE_DEVICE", "cuda")
+    assert EngineLimits().adapter_limits(576).lora_modules is None  # what publish checks against
+    monkeypatch.setenv("BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES", '["qkv_proj"]')  # a setting wins on any device
+    assert EngineLimits().lora_layers() == ["qkv_proj"]
+    cmd = EngineProcess(base_model_dir, EngineSettings(port=9)).command()
+    assert cmd[cmd.index("--lora-target-modules") + 1] == "qkv_proj"
 
 
 def test_start_failure_carries_engine_log(tmp_path):

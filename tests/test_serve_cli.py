@@ -190,7 +190,7 @@ def test_serve_config_maps_flags_to_settings_without_side_effects():
     (["--engine-host", "0.0.0.0"],
      "--engine-host (BIOINSTRUCT_ENGINE_HOST): engine host '0.0.0.0' is not loopback"),
     (["--lora-target-modules", "[qkv"],
-     "--lora-target-modules (BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES): not a valid"),
+     "--lora-target-modules (BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES): Input should be a valid list"),
     (["--engine-cpu-nice", "40"], "--engine-cpu-nice (BIOINSTRUCT_ENGINE_CPU_NICE): Input should be less"),
 ])
 def test_a_bad_flag_is_an_exit_2_error_naming_it(args, said):

@@ -55,7 +55,7 @@ class TrainConfig(BaseModel):
     # Both default to the engine's own settings (EngineLimits: BIOINSTRUCT_ENGINE_MAX_LORA_RANK,
     # BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES); set them to train for another engine.
     engine_max_rank: int = Field(default_factory=lambda: EngineLimits().max_lora_rank, ge=1)
-    engine_lora_modules: list[str] = Field(default_factory=lambda: EngineLimits().lora_target_modules)
+    engine_lora_modules: list[str] = Field(default_factory=lambda: EngineLimits().lora_layers())
 
     def engine_limits(self) -> EngineLimits:
         return EngineLimits(max_lora_rank=self.engine_max_rank, lora_target_modules=self.engine_lora_modules)

@@ -188,7 +188,7 @@ app.kubernetes.io/component: engine
 - name: BIOINSTRUCT_ENGINE_MAX_LORA_RANK
   value: {{ .Values.engine.maxLoraRank | quote }}
 - name: BIOINSTRUCT_ENGINE_LORA_TARGET_MODULES
-  value: {{ .Values.engine.loraTargetModules | toJson | quote }}
+  value: {{ include "bioinstruct.loraLayers" . | quote }}
 {{- with .Values.engine.gpuMemoryUtilization }}
 - name: BIOINSTRUCT_ENGINE_GPU_MEMORY_UTILIZATION
   value: {{ . | quote }}
@@ -385,4 +385,14 @@ topologySpreadConstraints:
 {{/* "true" when some value of the map is above 0, else empty. */}}
 {{- define "bioinstruct.anyPositive" -}}
 {{- range $_, $w := . }}{{ if gt (int $w) 0 }}true{{ end }}{{ end }}
+{{- end }}
+
+{{/* The layers that get LoRA, as JSON: engine.loraTargetModules, or by device when it is null
+     (attention only on cpu, every layer on gpu: EngineLimits.lora_layers says the same). */}}
+{{- define "bioinstruct.loraLayers" -}}
+{{- if kindIs "invalid" .Values.engine.loraTargetModules -}}
+{{- ternary "[]" "[\"qkv_proj\",\"o_proj\"]" (eq .Values.device "gpu") -}}
+{{- else -}}
+{{- .Values.engine.loraTargetModules | toJson -}}
+{{- end -}}
 {{- end }}
