@@ -397,7 +397,8 @@ def test_the_data_folder_matches_the_manifest(data_dir):
 
 # ---- settings, CLI and docs ----------------------------------------------------------------
 
-def test_the_default_data_folder_is_the_shared_copy_when_present_else_inside_the_clone(tmp_path):
+def test_the_default_data_folder_is_the_shared_copy_when_present_else_inside_the_clone(tmp_path, monkeypatch):
+    monkeypatch.delenv("BIOINSTRUCT_DATA_MIRROR", raising=False)  # a mirror of the caller's own is not a default
     clone = tmp_path / "clone"
     clone.mkdir()
     alone = CoreSettings(home=clone)

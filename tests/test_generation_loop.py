@@ -85,8 +85,10 @@ REPLY = ("4. Instruction: Explain the mechanism of action of warfarin.\nInput: <
 
 def test_retries_on_429_5xx_and_timeouts_then_succeeds(tmp_path):
     out = tmp_path / "gen.jsonl"
-    with FakeChatServer(script=[429, 503, "stall", REPLY], stall_s=2.0) as server:
-        loop = SelfInstructLoop(settings(server.base_url, concurrency=1, request_timeout_s=0.5), SEEDS, out, 2,
+    # The timeout leaves a busy machine room for the answers that are not the stall (a 0.5 s one
+    # timed out an ordinary answer once during a full suite: 4 retries instead of 3).
+    with FakeChatServer(script=[429, 503, "stall", REPLY], stall_s=4.0) as server:
+        loop = SelfInstructLoop(settings(server.base_url, concurrency=1, request_timeout_s=1.5), SEEDS, out, 2,
                                 show_progress=False, retry_initial_s=0.01, retry_max_s=0.05)
         stats = run(loop)
         assert server.requests == 4
