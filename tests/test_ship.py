@@ -57,3 +57,25 @@ def test_an_unknown_recipe_is_refused_before_anything_runs(home):
     r = CliRunner().invoke(main_app(), ["ship", "train", "poetry"])
     assert r.exit_code == 2 and "no recipe ['poetry']" in r.output
     assert not (home / "runs" / "ship-poetry").exists()
+
+
+def test_new_weights_do_not_inherit_the_previous_gate_and_scores(home, tmp_path, make_lora):
+    runner = CliRunner()
+    assert runner.invoke(main_app(), ["ship", "package", "ie"]).exit_code == 0
+    gate = tmp_path / "gate.json"
+    gate.write_text(json.dumps({"alias": "ie", "task": "bc5cdr", "split": "dev", "metric": "entity_f1",
+                                "delta": 0.75, "ci_low": 0.7, "ci_high": 0.8, "decision": "promoted", "n": 200}))
+    assert runner.invoke(main_app(), ["ship", "record", "ie", "gate", str(gate)]).exit_code == 0
+    # The same run packaged again keeps its gate.
+    assert runner.invoke(main_app(), ["ship", "package", "ie"]).exit_code == 0
+    (item,) = load_shipped(home / "adapters")
+    assert item.gate and item.gate["decision"] == "promoted"
+    # A retrained run (other weights) starts ungated, and the operator is told.
+    adapter = home / "runs" / "ship-ie" / "adapter"
+    shutil.rmtree(adapter)
+    shutil.copytree(make_lora(seed=62, rank=4), adapter)
+    r = runner.invoke(main_app(), ["ship", "package", "ie"])
+    assert r.exit_code == 0, r.output
+    assert "previous adapter's gate and scores were not carried over" in " ".join(r.output.split())
+    (item,) = load_shipped(home / "adapters")
+    assert item.gate is None and item.metrics == {}

@@ -20,6 +20,7 @@ import typer
 import yaml
 
 from bioinstruct.adapter_files import ADAPTER_FILES
+from bioinstruct.checksums import sha256_file
 from bioinstruct.settings import core_settings
 from bioinstruct.shipped import SHIPPED_FILE, ShippedAdapter, write_shipped
 
@@ -77,9 +78,12 @@ def package(alias: str) -> None:
     info = json.loads((run / "run.json").read_text())
     dest = _root() / alias
     dest.mkdir(parents=True, exist_ok=True)
+    old = _load(alias)
+    # A gate decision and test scores belong to the weights they measured: a re-packaged run keeps
+    # them, new weights start with none (else a candidate would inherit its predecessor's pass).
+    same = old is not None and old.files == {n: sha256_file(run / "adapter" / n) for n in ADAPTER_FILES}
     for name in ADAPTER_FILES:
         shutil.copyfile(run / "adapter" / name, dest / name)
-    old = _load(alias)
     keys = ("steps", "epochs", "train_loss", "eval_loss_initial", "eval_loss", "train_tokens", "tokens_per_s",
             "train_time_s", "wall_time_s")
     write_shipped(
@@ -89,9 +93,13 @@ def package(alias: str) -> None:
         training={"recipe": recipe, "run_hash": info["run_hash"], "data": info["data_files"],
                   "data_stats": info["data_stats"], "hyperparameters": info["config"],
                   **{k: summary.get(k) for k in keys}},
-        metrics=old.metrics if old else {}, gate=old.gate if old else None,
+        metrics=old.metrics if same else {}, gate=old.gate if same else None,
     )
     typer.echo(f"packaged {alias} -> {dest}")
+    if old is not None and not same and (old.gate or old.metrics):
+        typer.secho(f"new weights for {alias}: the previous adapter's gate and scores were not carried over; "
+                    f"gate it (`bioinstruct eval gate --alias {alias} --candidate ...`) and record the decision "
+                    f"(`bioinstruct ship record {alias} gate GATE_JSON`)", fg="yellow")
 
 
 def _load(alias: str) -> ShippedAdapter | None:
