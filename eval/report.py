@@ -7,6 +7,7 @@ rate, so errors never make a model look better.
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from collections import Counter
@@ -174,8 +175,21 @@ def write_run(run_dir: Path, report: dict[str, Any], rows: Sequence[dict[str, An
     (run_dir / "report.md").write_text(markdown(report), encoding="utf-8")
 
 
+def items_file(run_dir: Path) -> Path | None:
+    """A run's per-item file: items.jsonl as written, or items.jsonl.gz as kept in the repository."""
+    for name in ("items.jsonl", "items.jsonl.gz"):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    return None
+
+
 def load_items(run_dir: Path) -> list[dict[str, Any]]:
-    with (run_dir / "items.jsonl").open(encoding="utf-8") as fh:
+    path = items_file(run_dir)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir} has no items.jsonl (or items.jsonl.gz): `bioinstruct eval report` "
+                                f"writes it again from records.jsonl")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from bioinstruct.eval.report import load_items
 from bioinstruct.generation.datasets import pubmedqa
 from bioinstruct.settings import core_settings
 
@@ -50,7 +51,7 @@ def _ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, 
 
 def main(run_dir: Path, base_url: str = typer.Option("http://127.0.0.1:8000"),
          model: str = typer.Option("base")) -> None:
-    items = [json.loads(line) for line in (run_dir / "items.jsonl").read_text().splitlines() if line.strip()]
+    items = load_items(run_dir)  # items.jsonl, or the items.jsonl.gz a run in the repository keeps
     by_id = {str(it["id"]): it for it in items}
     data = {str(d["pmid"]): d for d in pubmedqa(core_settings().data_dir, "test")}
     out = run_dir.parent / f"{run_dir.name}-lm-eval"

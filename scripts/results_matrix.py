@@ -3,7 +3,9 @@
     python scripts/results_matrix.py reports/shipped        # reads <task>-<adapter>/report.json
 
 Each cell: the task's primary metric with its 95% CI and N; paired difference to base where
-both runs exist (items both answered, paired bootstrap: eval/compare.py).
+both runs exist (items both answered, paired bootstrap: eval/compare.py). A difference taken from
+the previous matrix because a run's per-item file is not kept is marked † (docs/RESULTS.md lists
+those runs; tests/test_results_paired.py re-computes every other one).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import typer
 
 from bioinstruct.eval.compare import compare_runs
+from bioinstruct.eval.report import items_file
 
 ADAPTERS = ["base", "qa", "ie", "gen", "all"]
 # The paper's comparison: on each task, the adapter trained on its data (for MedQA and MedMCQA,
@@ -37,11 +40,12 @@ def main(folder: Path, out: Path = typer.Option(None, help="Default: FOLDER/matr
         cell = {"task": task, "adapter": adapter, "metric": rep["primary_metric"], "run": report.parent.name, **score}
         base = folder / f"{task}-base"
         if adapter != "base" and (base / "report.json").is_file():
-            if (base / "items.jsonl").is_file() and (report.parent / "items.jsonl").is_file():
+            if items_file(base) and items_file(report.parent):
                 primary = compare_runs(base, report.parent)["metrics"][rep["primary_metric"]]
                 cell["vs_base"] = {k: primary.get(k) for k in ("delta", "ci_low", "ci_high", "p_value", "n")}
+                cell["vs_base"]["from_items"] = True
             elif "vs_base" in previous.get((task, adapter, cell["run"]), {}):
-                cell["vs_base"] = previous[(task, adapter, cell["run"])]["vs_base"]
+                cell["vs_base"] = {**previous[(task, adapter, cell["run"])]["vs_base"], "from_items": False}
         cells[(task, adapter)] = cell
     tasks = sorted({t for t, _ in cells})
     adapters = [a for a in ADAPTERS if any((t, a) in cells for t in tasks)]
@@ -54,6 +58,7 @@ def main(folder: Path, out: Path = typer.Option(None, help="Default: FOLDER/matr
         if "vs_base" in c:
             d = c["vs_base"]
             text += f"; Δ {100 * d['delta']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
+            text += "" if d.get("from_items") else " †"
         return text
 
     lines = ["| task (metric) | " + " | ".join(adapters) + " |", "|---|" + "---|" * len(adapters)]
@@ -99,18 +104,18 @@ def _matched_vs_all(folder: Path, out: Path, cells: dict[tuple[str, str], dict])
         metric = cells[(task, "all")]["metric"]
         row = {"task": task, "matched": matched, "metric": metric,
                "matched_score": cells[(task, matched)]["value"], "all_score": cells[(task, "all")]["value"]}
-        if all((r / "items.jsonl").is_file() for r in runs):
+        if all(items_file(r) for r in runs):
             diff = compare_runs(*runs)["metrics"][metric]
-            row.update({k: diff.get(k) for k in ("delta", "ci_low", "ci_high", "p_value", "n")})
+            row.update({k: diff.get(k) for k in ("delta", "ci_low", "ci_high", "p_value", "n")}, from_items=True)
         elif "delta" in previous.get(task, {}):
-            row = previous[task]
+            row = {**previous[task], "from_items": False}
         rows.append(row)
     (out / "matched_vs_all.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = ["| task (metric) | matched adapter | matched | all | all − matched, paired [95% CI] | p | N |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         diff = (f"{100 * r['delta']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
-                if "delta" in r else "–")
+                + ("" if r.get("from_items") else " †") if "delta" in r else "–")
         p = f"{r['p_value']:.3f}" if r.get("p_value") is not None else "–"
         lines.append(f"| {r['task']} ({r['metric']}) | {r['matched']} | {100 * r['matched_score']:.1f} | "
                      f"{100 * r['all_score']:.1f} | {diff} | {p} | {r.get('n', '–')} |")
