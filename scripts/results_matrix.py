@@ -3,9 +3,7 @@
     python scripts/results_matrix.py reports/shipped        # reads <task>-<adapter>/report.json
 
 Each cell: the task's primary metric with its 95% CI and N; paired difference to base where
-both runs exist (items both answered, paired bootstrap: eval/compare.py). A difference taken from
-the previous matrix because a run's per-item file is not kept is marked † (docs/RESULTS.md lists
-those runs; tests/test_results_paired.py re-computes every other one).
+both runs keep their per-item files (items both answered, paired bootstrap: eval/compare.py).
 """
 
 from __future__ import annotations
@@ -29,10 +27,6 @@ def main(folder: Path, out: Path = typer.Option(None, help="Default: FOLDER/matr
     out = out or folder / "matrix"
     out.mkdir(parents=True, exist_ok=True)
     cells: dict[tuple[str, str], dict] = {}
-    # Run folders in the repository keep their reports, not their per-item files: a cell whose
-    # items are gone keeps the paired difference the last matrix computed for the same run.
-    previous = {(c["task"], c["adapter"], c["run"]): c for c in
-                (json.loads((out / "matrix.json").read_text()) if (out / "matrix.json").is_file() else [])}
     for report in sorted(folder.glob("*/report.json")):
         rep = json.loads(report.read_text())
         task, adapter = rep["task"], rep["adapter"]
@@ -43,9 +37,6 @@ def main(folder: Path, out: Path = typer.Option(None, help="Default: FOLDER/matr
             if items_file(base) and items_file(report.parent):
                 primary = compare_runs(base, report.parent)["metrics"][rep["primary_metric"]]
                 cell["vs_base"] = {k: primary.get(k) for k in ("delta", "ci_low", "ci_high", "p_value", "n")}
-                cell["vs_base"]["from_items"] = True
-            elif "vs_base" in previous.get((task, adapter, cell["run"]), {}):
-                cell["vs_base"] = {**previous[(task, adapter, cell["run"])]["vs_base"], "from_items": False}
         cells[(task, adapter)] = cell
     tasks = sorted({t for t, _ in cells})
     adapters = [a for a in ADAPTERS if any((t, a) in cells for t in tasks)]
@@ -58,7 +49,6 @@ def main(folder: Path, out: Path = typer.Option(None, help="Default: FOLDER/matr
         if "vs_base" in c:
             d = c["vs_base"]
             text += f"; Δ {100 * d['delta']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
-            text += "" if d.get("from_items") else " †"
         return text
 
     lines = ["| task (metric) | " + " | ".join(adapters) + " |", "|---|" + "---|" * len(adapters)]
@@ -94,8 +84,6 @@ def main(folder: Path, out: Path = typer.Option(None, help="Default: FOLDER/matr
 
 def _matched_vs_all(folder: Path, out: Path, cells: dict[tuple[str, str], dict]) -> None:
     """all minus matched, paired on the items both answered: matched_vs_all.{json,md}."""
-    previous = {r["task"]: r for r in (json.loads((out / "matched_vs_all.json").read_text())
-                                       if (out / "matched_vs_all.json").is_file() else [])}
     rows = []
     for task, matched in MATCHED.items():
         if (task, matched) not in cells or (task, "all") not in cells:
@@ -106,16 +94,14 @@ def _matched_vs_all(folder: Path, out: Path, cells: dict[tuple[str, str], dict])
                "matched_score": cells[(task, matched)]["value"], "all_score": cells[(task, "all")]["value"]}
         if all(items_file(r) for r in runs):
             diff = compare_runs(*runs)["metrics"][metric]
-            row.update({k: diff.get(k) for k in ("delta", "ci_low", "ci_high", "p_value", "n")}, from_items=True)
-        elif "delta" in previous.get(task, {}):
-            row = {**previous[task], "from_items": False}
+            row.update({k: diff.get(k) for k in ("delta", "ci_low", "ci_high", "p_value", "n")})
         rows.append(row)
     (out / "matched_vs_all.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = ["| task (metric) | matched adapter | matched | all | all − matched, paired [95% CI] | p | N |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         diff = (f"{100 * r['delta']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
-                + ("" if r.get("from_items") else " †") if "delta" in r else "–")
+                if "delta" in r else "–")
         p = f"{r['p_value']:.3f}" if r.get("p_value") is not None else "–"
         lines.append(f"| {r['task']} ({r['metric']}) | {r['matched']} | {100 * r['matched_score']:.1f} | "
                      f"{100 * r['all_score']:.1f} | {diff} | {p} | {r.get('n', '–')} |")

@@ -4,7 +4,7 @@ The runs behind the docs keep their `items.jsonl.gz` beside their reports; this 
 bootstrap (eval/compare.py, the code `bioinstruct eval compare` runs) and checks each figure as
 printed: a number in the docs that its items do not give fails here. A run from an earlier session
 whose per-item file was not kept must be named in RESULTS.md's "Per-item files" list (and checked
-to have none); its figures are marked † and are the only ones this cannot re-compute.
+to have none); its figures are the only ones this cannot re-compute.
 """
 
 from __future__ import annotations
@@ -57,29 +57,27 @@ def _declared(run: Path) -> bool:
     return any(fnmatch.fnmatch(rel, pattern) or rel.startswith(pattern.rstrip("*") + "/") for pattern in NOT_KEPT)
 
 
-def _check(runs: tuple[Path, Path], metric: str, stated: tuple[float, ...], marked: bool | None = None) -> None:
+def _check(runs: tuple[Path, Path], metric: str, stated: tuple[float, ...]) -> None:
     """`stated` (B − A, its CI, in points) recomputes from the two runs' items, or a run is declared not kept."""
     missing = [r for r in runs if items_file(r) is None]
     if missing:
         undeclared = [r.relative_to(ROOT).as_posix() for r in missing if not _declared(r)]
         assert not undeclared, f"no per-item file, and not in RESULTS.md's 'Per-item files' list: {undeclared}"
-        assert marked in (None, True), "a figure whose items are not kept must carry its † mark"
         return
-    assert marked in (None, False), "marked † (items not kept), but both runs keep their items: drop the mark"
     diff = compare_runs(*runs)["metrics"][metric]
     got = tuple(round(100 * diff[k], 1) for k in ("delta", "ci_low", "ci_high"))
     assert got == pytest.approx(stated, abs=0.051), f"{runs[0].name} → {runs[1].name}: items give {got}"
 
 
-def _matrix_claims() -> list[tuple[str, str, str, tuple[float, float, float], bool]]:
+def _matrix_claims() -> list[tuple[str, str, str, tuple[float, float, float]]]:
     rows = _table("### The adapter × task matrix")
     adapters = rows[0][1:]
     claims = []
     for row in rows[2:]:
         task, metric = re.fullmatch(r"(\w+) \((\w+)\)", row[0]).groups()
         for adapter, cell in zip(adapters, row[1:], strict=True):
-            if m := re.search(rf"Δ {TRIPLE}( †)?", cell):
-                claims.append((task, metric, adapter, tuple(_num(x) for x in m.groups()[:3]), bool(m.group(4))))
+            if m := re.search(rf"Δ {TRIPLE}", cell):
+                claims.append((task, metric, adapter, tuple(_num(x) for x in m.groups())))
     return claims
 
 
@@ -91,10 +89,9 @@ def test_the_matrix_states_a_paired_difference_for_every_adapter_cell():
     assert len(MATRIX) == 28, [c[:3] for c in MATRIX]
 
 
-@pytest.mark.parametrize(("task", "metric", "adapter", "stated", "marked"), MATRIX,
-                         ids=[f"{t}-{a}" for t, _, a, _, _ in MATRIX])
-def test_matrix_delta_to_base_recomputes(task, metric, adapter, stated, marked):
-    _check((SHIPPED / f"{task}-base", SHIPPED / f"{task}-{adapter}"), metric, stated, marked)
+@pytest.mark.parametrize(("task", "metric", "adapter", "stated"), MATRIX, ids=[f"{t}-{a}" for t, _, a, _ in MATRIX])
+def test_matrix_delta_to_base_recomputes(task, metric, adapter, stated):
+    _check((SHIPPED / f"{task}-base", SHIPPED / f"{task}-{adapter}"), metric, stated)
 
 
 MATCHED_ROWS = _table("### The paper's comparison")[2:]
@@ -103,9 +100,9 @@ MATCHED_ROWS = _table("### The paper's comparison")[2:]
 @pytest.mark.parametrize("row", MATCHED_ROWS, ids=[r[0] for r in MATCHED_ROWS])
 def test_all_minus_matched_recomputes(row):
     task, metric = re.fullmatch(r"(\w+) \((\w+)\)", row[0]).groups()
-    m = re.fullmatch(rf"{TRIPLE}( †)?", row[4])
+    m = re.fullmatch(TRIPLE, row[4])
     runs = (SHIPPED / f"{task}-{row[1]}", SHIPPED / f"{task}-all")
-    _check(runs, metric, tuple(_num(x) for x in m.groups()[:3]), bool(m.group(4)))
+    _check(runs, metric, tuple(_num(x) for x in m.groups()))
     if all(items_file(r) for r in runs):
         assert int(row[6]) == compare_runs(*runs)["metrics"][metric]["n"]
 
